@@ -1,0 +1,70 @@
+"""Padded batches of each cell's non-zero genes for q_phi."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from scipy import sparse
+
+
+class GeneSets:
+    """Each cell's non-zero genes and values, served as padded ``(B, L)`` batches with a mask.
+
+    Parameters
+    ----------
+    X
+        Normalised expression, cells x model genes (sparse); zeros are absent genes.
+    """
+
+    def __init__(self, X: sparse.spmatrix):
+        X = sparse.csr_matrix(X, dtype=np.float32)
+        X.sort_indices()
+        self.indptr, self.indices, self.data = X.indptr, X.indices.astype(np.int64), X.data
+        self.lengths = np.diff(self.indptr)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def batch(self, rows: np.ndarray, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+        """``genes`` (long), ``values`` and ``mask`` tensors, each ``(len(rows), L)``."""
+        lens = self.lengths[rows]
+        b, width = len(rows), max(int(lens.max(initial=0)), 1)
+        total = int(lens.sum())
+        row_of = np.repeat(np.arange(b), lens)
+        pos = np.arange(total) - np.repeat(np.cumsum(lens) - lens, lens)
+        src = np.repeat(self.indptr[rows], lens) + pos
+        genes = np.zeros((b, width), np.int64)
+        values = np.zeros((b, width), np.float32)
+        mask = np.zeros((b, width), bool)
+        genes[row_of, pos] = self.indices[src]
+        values[row_of, pos] = self.data[src]
+        mask[row_of, pos] = True
+        return tuple(torch.from_numpy(a).to(device) for a in (genes, values, mask))
+
+    def batches(
+        self,
+        rows: np.ndarray,
+        batch_size: int,
+        rng: np.random.Generator | None = None,
+        bucket: int = 32,
+    ) -> Iterator[np.ndarray]:
+        """Split ``rows`` into batches of similar length to limit padding.
+
+        With ``rng`` the cells are shuffled, sorted by length only within chunks of ``bucket``
+        batches, and the batches shuffled again, so class mixes stay random; without it the
+        order is deterministic (for inference).
+        """
+        rows = np.asarray(rows)
+        if rng is not None:
+            rows = rng.permutation(rows)
+        chunk = batch_size * bucket
+        out = []
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            part = part[np.argsort(self.lengths[part], kind="stable")]
+            out.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
+        if rng is not None:
+            out = [out[i] for i in rng.permutation(len(out))]
+        yield from out

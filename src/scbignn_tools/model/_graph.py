@@ -1,0 +1,62 @@
+"""The cell-cell kNN graph of p_theta (paper section 3.4)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from scipy import sparse
+
+EXACT_MAX_CELLS = 50_000
+
+
+def knn_graph(
+    h: np.ndarray,
+    n_neighbors: int,
+    method: Literal["auto", "exact", "pynndescent"] = "auto",
+    seed: int = 0,
+) -> sparse.csr_matrix:
+    """Binary kNN adjacency of the rows of ``h``, each cell linked to itself and ``n_neighbors`` others.
+
+    ``"auto"`` is exact (sklearn) up to 50,000 cells and pynndescent above; pynndescent compiles
+    with numba on first use in a process (about 36 s), so it is kept off small data.
+    """
+    n = h.shape[0]
+    k = min(n_neighbors + 1, n)
+    if method == "auto":
+        method = "exact" if n <= EXACT_MAX_CELLS else "pynndescent"
+    if method == "exact":
+        from sklearn.neighbors import NearestNeighbors
+
+        idx = NearestNeighbors(n_neighbors=k).fit(h).kneighbors(h, return_distance=False)
+    elif method == "pynndescent":
+        from pynndescent import NNDescent
+
+        idx, _ = NNDescent(h, n_neighbors=k, random_state=seed, n_jobs=1).neighbor_graph
+    else:
+        raise ValueError(f"method must be 'auto', 'exact' or 'pynndescent', not {method!r}.")
+    rows = np.repeat(np.arange(n), k)
+    adj = sparse.csr_matrix((np.ones(n * k, np.float32), (rows, idx.ravel())), shape=(n, n))
+    adj.setdiag(1.0)  # the cell itself, also when ties pushed it out of its own list
+    adj.data[:] = 1.0
+    return adj
+
+
+def row_normalized_adjacency(adj: sparse.spmatrix, device: torch.device | str = "cpu") -> torch.Tensor:
+    r""":math:`\mathbf{D}^{-1}\mathbf{A}` of Eq. 8 as a sparse torch tensor."""
+    adj = sparse.csr_matrix(adj, dtype=np.float32)
+    deg = np.asarray(adj.sum(axis=1)).ravel()
+    adj = sparse.diags(1.0 / np.maximum(deg, 1e-12)).astype(np.float32) @ adj
+    coo = adj.tocoo()
+    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    values = torch.from_numpy(coo.data.astype(np.float32))
+    return torch.sparse_coo_tensor(indices, values, coo.shape, device=device).coalesce()
+
+
+def homophily(adj: sparse.spmatrix, labels: np.ndarray) -> float:
+    """Share of edges (self-loops excluded) that join two cells of the same label."""
+    coo = sparse.coo_matrix(adj)
+    keep = coo.row != coo.col
+    labels = np.asarray(labels)
+    return float(np.mean(labels[coo.row[keep]] == labels[coo.col[keep]]))

@@ -1,0 +1,592 @@
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from mudata import MuData
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import (
+    LabelsWithUnlabeledObsField,
+    LayerField,
+    MuDataLabelsWithUnlabeledObsField,
+    MuDataLayerField,
+)
+from scvi.model.base import BaseModelClass
+from sklearn.model_selection import train_test_split
+
+from scbignn_tools.module import SCBiGNNModule
+
+from ._data import GeneSets
+from ._graph import knn_graph, row_normalized_adjacency
+from ._importance import AttentionAccumulator
+from ._preprocessing import DataFormat, check_expression, log_normalize, model_input, select_genes
+from ._training import EMConfig, EMData, EMTrainer, PseudoLabels, p_inference, q_inference, softmax
+from ._utils import resolve_device
+
+logger = logging.getLogger(__name__)
+
+
+class SCBiGNN(BaseModelClass):
+    """scBiGNN: bilevel gene- and cell-level GNNs for cell type annotation :cite:p:`Yang2023`.
+
+    q_phi, a gene-level GNN, learns each cell's representation ``h`` by self-attention among the
+    cell's non-zero genes; p_theta, a cell-level GNN, classifies cells on a kNN graph of ``h``.
+    They are trained alternately by EM on the labelled cells and on each other's pseudo-labels
+    for the unlabelled ones (:meth:`train`).
+
+    Parameters
+    ----------
+    adata
+        AnnData (or MuData) registered with :meth:`setup_anndata` (or :meth:`setup_mudata`).
+    n_top_genes
+        Number ``T`` of genes of highest variance after log-normalisation that the model uses.
+    genes
+        Use these genes instead of selecting ``n_top_genes``. A saved model stores the genes it
+        chose here, so that query data are mapped to the same genes.
+    n_features
+        Feature size of both GNNs.
+    n_hidden
+        Hidden size of every MLP.
+    gene_layers
+        Attention layers of q_phi (the paper: 2, or 1 for BaronMouse).
+    gene_heads
+        Attention heads per layer of q_phi (the paper: 1, or 4 for BaronMouse).
+    readout
+        q_phi's read-out (Eq. 5): ``"learnable"`` per-gene weights or ``"mean"``.
+    cell_layers
+        Graph layers of p_theta.
+    n_neighbors
+        ``k`` of the kNN graph of p_theta.
+    dropout_q
+        Dropout in q_phi's attention layers.
+    dropout_p
+        Dropout in p_theta.
+    seed
+        Seed of the parameter initialisation and of all randomness in :meth:`train`.
+
+    Examples
+    --------
+    >>> import scbignn_tools as scbignn
+    >>> scbignn.model.SCBiGNN.setup_anndata(adata, labels_key="cell_type", unlabeled_category="Unknown")
+    >>> model = scbignn.model.SCBiGNN(adata)
+    >>> model.train()
+    >>> model.annotate(adata)
+    """
+
+    _module_cls = SCBiGNNModule
+
+    def __init__(
+        self,
+        adata: AnnData | MuData,
+        n_top_genes: int = 1000,
+        genes: Sequence[str] | None = None,
+        n_features: int = 32,
+        n_hidden: int = 32,
+        gene_layers: int = 2,
+        gene_heads: int = 1,
+        readout: Literal["learnable", "mean"] = "learnable",
+        cell_layers: int = 3,
+        n_neighbors: int = 10,
+        dropout_q: float = 0.0,
+        dropout_p: float = 0.1,
+        seed: int = 0,
+    ):
+        super().__init__(adata)
+        X, var_names = self._expression(None)
+        if genes is None:
+            genes = select_genes(log_normalize(X, self._data_format), var_names, n_top_genes)
+        genes = [str(g) for g in genes]
+        self.n_neighbors = n_neighbors
+        self.seed = seed
+        mapping = self._label_mapping()
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.module = self._module_cls(
+                n_genes=len(genes),
+                n_labels=len(mapping),
+                n_features=n_features,
+                n_hidden=n_hidden,
+                gene_layers=gene_layers,
+                gene_heads=gene_heads,
+                readout=readout,
+                cell_layers=cell_layers,
+                dropout_q=dropout_q,
+                dropout_p=dropout_p,
+            )
+        x = model_input(X, var_names, genes, self._data_format)
+        mean = np.asarray(x.mean(axis=0)).ravel()
+        std = np.sqrt(np.maximum(np.asarray(x.multiply(x).mean(axis=0)).ravel() - mean**2, 0))
+        self.module.gene_mean.copy_(torch.as_tensor(mean))
+        self.module.gene_std.copy_(torch.as_tensor(np.where(std > 0, std, 1.0)))
+        self._model_summary_string = (
+            f"SCBiGNN model with {len(genes)} genes, {len(mapping)} cell types; q_phi: "
+            f"{gene_layers} attention layer(s) x {gene_heads} head(s), {readout} read-out; "
+            f"p_theta: {cell_layers} graph layers on a {n_neighbors}-NN graph."
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    # ------------------------------------------------------------------ setup
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        labels_key: str,
+        unlabeled_category: str,
+        layer: str | None = None,
+        data_format: DataFormat = "counts",
+        **kwargs,
+    ) -> None:
+        """Register an AnnData with cell type labels for :class:`SCBiGNN`.
+
+        Parameters
+        ----------
+        adata
+            AnnData with cells in rows.
+        labels_key
+            Column of ``adata.obs`` with the cell types.
+        unlabeled_category
+            Value in ``labels_key`` of the cells to annotate (the unlabelled cells).
+        layer
+            Layer with the expression; ``None`` uses ``adata.X``.
+        data_format
+            ``"counts"`` (raw, non-negative integers) or ``"log1p"`` (unscaled log-normalised
+            values, as after ``sc.pp.normalize_total`` and ``sc.pp.log1p``).
+        **kwargs
+            Passed on to :meth:`~scvi.data.AnnDataManager.register_fields`.
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        _check_setup(adata, labels_key, unlabeled_category, layer, data_format, kwargs)
+        fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
+            LabelsWithUnlabeledObsField(REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category),
+        ]
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    @classmethod
+    def setup_mudata(
+        cls,
+        mdata: MuData,
+        labels_key: str,
+        unlabeled_category: str,
+        layer: str | None = None,
+        data_format: DataFormat = "counts",
+        modalities: dict[str, str] | None = None,
+        **kwargs,
+    ) -> None:
+        """Register a MuData whose RNA modality holds the expression and labels.
+
+        Parameters
+        ----------
+        mdata
+            MuData with an RNA modality.
+        labels_key
+            Column of the RNA modality's ``obs`` with the cell types.
+        unlabeled_category
+            Value in ``labels_key`` of the cells to annotate.
+        layer
+            Layer of the RNA modality with the expression; ``None`` uses its ``X``.
+        data_format
+            ``"counts"`` or ``"log1p"``, as in :meth:`setup_anndata`.
+        modalities
+            ``{"rna_layer": name}``: the RNA modality, ``"rna"`` by default.
+        **kwargs
+            Passed on to :meth:`~scvi.data.AnnDataManager.register_fields`.
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        rna = (modalities or {}).get("rna_layer", "rna")
+        if rna not in mdata.mod:
+            raise KeyError(f"MuData has no modality {rna!r}; its modalities are {list(mdata.mod)}. "
+                           "Name the RNA one with modalities={'rna_layer': ...}.")
+        _check_setup(mdata[rna], labels_key, unlabeled_category, layer, data_format, kwargs)
+        fields = [
+            MuDataLayerField(REGISTRY_KEYS.X_KEY, layer, mod_key=rna, is_count_data=False, mod_required=True),
+            MuDataLabelsWithUnlabeledObsField(
+                REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category, mod_key=rna
+            ),
+        ]
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(mdata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    # ------------------------------------------------------------------ training
+    def train(
+        self,
+        n_em_iterations: int = 3,
+        pretrain_epochs: int = 30,
+        q_epochs: int = 10,
+        p_epochs: int = 200,
+        lr_q: float = 3e-3,
+        lr_p: float = 1e-2,
+        batch_size: int = 64,
+        beta: float = 1.0,
+        pseudo_labels: PseudoLabels = "sample",
+        validation_size: float = 0.1,
+        knn_method: Literal["auto", "exact", "pynndescent"] = "auto",
+        accelerator: str = "auto",
+        devices: int | str = "auto",
+        progress_bar: bool = True,
+    ) -> None:
+        """Pre-train q_phi on the labelled cells, then run EM (paper section 3.5).
+
+        Each EM iteration has an M-step (the kNN graph is rebuilt from q_phi's ``h`` and p_theta
+        learns from true labels and pseudo-labels drawn from q_phi, Eq. 9) and an E-step (q_phi
+        learns from true labels and pseudo-labels drawn from p_theta, Eqs. 6 and 7). The losses
+        and held-out validation accuracy of every epoch go to :attr:`history_`.
+
+        Parameters
+        ----------
+        n_em_iterations
+            Number of EM iterations (the paper: 3).
+        pretrain_epochs
+            Epochs of q_phi on the labelled cells before EM.
+        q_epochs
+            Epochs of q_phi in each E-step.
+        p_epochs
+            Full-graph steps of p_theta in each M-step.
+        lr_q
+            Peak learning rate of q_phi (AdamW, warm-up then cosine decay each step).
+        lr_p
+            Peak learning rate of p_theta.
+        batch_size
+            Cells per q_phi minibatch.
+        beta
+            Weight of the labelled cells' loss against the pseudo-labelled ones (Eq. 7).
+        pseudo_labels
+            ``"sample"`` (the paper), ``"argmax"`` or ``"soft"`` pseudo-labels.
+        validation_size
+            Share of the labelled cells held out (their labels hidden) to measure accuracy.
+        knn_method
+            ``"exact"`` (sklearn), ``"pynndescent"`` or ``"auto"`` (exact up to 50,000 cells).
+        accelerator
+            ``"auto"``, ``"cpu"``, ``"gpu"``..., as in scvi-tools.
+        devices
+            Device(s) to use, as in scvi-tools; training uses one.
+        progress_bar
+            Show a progress bar.
+        """
+        labels = self._train_labels()
+        labelled = np.flatnonzero(labels >= 0)
+        validation = _validation_split(labels, labelled, validation_size, self.seed)
+        labels = labels.copy()
+        validation_labels = labels[validation]
+        labels[validation] = -1
+        device = resolve_device(accelerator, devices)
+        self.module.to(device)
+        X, var_names = self._expression(None)
+        x_in = model_input(X, var_names, self.genes, self._data_format)
+        x = self.module.standardize(torch.as_tensor(x_in.toarray(), device=device))
+        data = EMData(GeneSets(x_in), x, labels, validation, validation_labels)
+        config = EMConfig(
+            n_em_iterations, pretrain_epochs, q_epochs, p_epochs, lr_q, lr_p, 1e-4, batch_size,
+            beta, pseudo_labels, self.n_neighbors, knn_method,
+        )
+        torch.manual_seed(self.seed)
+        self.history_ = EMTrainer(self.module, data, config, device, self.seed, progress_bar).fit()
+        self.validation_indices_ = validation
+        self.knn_method_ = knn_method
+        self.is_trained_ = True
+        self.module.eval()
+
+    # ------------------------------------------------------------------ outputs
+    def predict(
+        self,
+        adata: AnnData | None = None,
+        soft: bool = False,
+        model: Literal["p", "q"] = "p",
+        batch_size: int = 256,
+    ) -> np.ndarray | pd.DataFrame:
+        """Cell types predicted by p_theta (default) or q_phi.
+
+        Parameters
+        ----------
+        adata
+            Data to annotate, with the same kind of values as the training data; ``None``
+            uses the AnnData of the model. Genes are matched by name. p_theta builds its graph
+            over the cells given.
+        soft
+            Return the class probabilities instead of the labels.
+        model
+            ``"p"`` for p_theta (cell-level GNN), ``"q"`` for q_phi (gene-level GNN).
+        batch_size
+            Cells per q_phi batch.
+
+        Returns
+        -------
+        Labels (``soft=False``) or a cells x cell types DataFrame of probabilities.
+        """
+        out = self._infer(adata, batch_size, with_p=model == "p")
+        probs = out["probs_p"] if model == "p" else out["probs_q"]
+        if soft:
+            return pd.DataFrame(probs, index=out["obs_names"], columns=self.classes_)
+        return np.asarray(self.classes_)[probs.argmax(1)]
+
+    def get_latent_representation(
+        self,
+        adata: AnnData | None = None,
+        representation: Literal["h", "h_prime"] = "h",
+        batch_size: int = 256,
+    ) -> np.ndarray:
+        """Cell representations: q_phi's ``h`` (Eq. 1) or p_theta's jumping-knowledge ``h_prime``.
+
+        Parameters
+        ----------
+        adata
+            Data to embed; ``None`` uses the AnnData of the model.
+        representation
+            ``"h"`` (n_features columns) or ``"h_prime"`` (p_theta's input and all its layers).
+        batch_size
+            Cells per q_phi batch.
+
+        Returns
+        -------
+        Array of cells x features.
+        """
+        out = self._infer(adata, batch_size, with_p=representation == "h_prime")
+        return out["h"] if representation == "h" else out["h_prime"]
+
+    def get_gene_importance(
+        self,
+        adata: AnnData | None = None,
+        groupby: str | np.ndarray | None = None,
+        batch_size: int = 32,
+    ) -> pd.Series | pd.DataFrame:
+        r"""Attention-derived gene importance (paper section 4.5).
+
+        The attention matrices of all heads, layers and cells are averaged into one gene x gene
+        matrix :math:`\tilde{\mathbf{A}}` (each pair over the cells that express both genes),
+        and gene :math:`j` scores :math:`s_j = \sum_i \tilde A_{ij}`, the attention it receives.
+
+        Parameters
+        ----------
+        adata
+            Cells to average over; ``None`` uses the AnnData of the model.
+        groupby
+            ``None`` for one score per gene; ``"prediction"`` for one per predicted cell type;
+            else a column of ``adata.obs`` or an array with a group per cell.
+        batch_size
+            Cells per batch (the attention of a batch is ``batch_size x L x L``).
+
+        Returns
+        -------
+        A Series over the model's genes, or a genes x groups DataFrame.
+        """
+        self._check_if_trained(warn=False)
+        target = self._target(adata)
+        if groupby is None:
+            groups = np.zeros(target.n_obs, int)
+        elif isinstance(groupby, str) and groupby == "prediction":
+            groups = self.predict(adata)
+        elif isinstance(groupby, str):
+            groups = np.asarray(self._rna(target).obs[groupby])
+        else:
+            groups = np.asarray(groupby)
+        per_group = self._attention(target, groups, batch_size)
+        table = pd.DataFrame({k: acc.importance() for k, acc in per_group.items()},
+                             index=pd.Index(self.genes, name="gene"))
+        return table.iloc[:, 0].rename("importance") if groupby is None else table
+
+    def _attention(self, target, groups: np.ndarray, batch_size: int) -> dict[str, AttentionAccumulator]:
+        """An :class:`AttentionAccumulator` per group of cells."""
+        sets = GeneSets(self._model_input(target))
+        out = {}
+        for name, rows in pd.Series(groups).groupby(groups, observed=True).indices.items():
+            acc = AttentionAccumulator(len(self.genes), self.device)
+            q_inference(self.module, sets, rows, batch_size, self.device, attention_hook=acc)
+            out[name] = acc
+        return out
+
+    def annotate(
+        self,
+        adata: AnnData | None = None,
+        *,
+        key_added: str = "scbignn",
+        gene_importance: bool = True,
+        copy: bool = False,
+        batch_size: int = 256,
+    ) -> AnnData | None:
+        """Write predictions, confidences, embeddings and gene importances into an AnnData.
+
+        Parameters
+        ----------
+        adata
+            Data to annotate; ``None`` annotates the AnnData of the model.
+        key_added
+            Prefix of every key written.
+        gene_importance
+            Also compute the attention-derived gene importances (one more pass over the cells).
+        copy
+            Annotate and return a copy instead of writing in place.
+        batch_size
+            Cells per q_phi batch.
+
+        Returns
+        -------
+        ``None``, or the annotated copy if ``copy=True``. Writes (for MuData, into the RNA
+        modality):
+
+        ``obs[key_added]``
+            p_theta's cell type (categorical).
+        ``obs[f"{key_added}_confidence"]``
+            p_theta's probability of that type.
+        ``obs[f"{key_added}_q"]``
+            q_phi's cell type.
+        ``obsm[f"X_{key_added}"]``
+            q_phi's cell representation ``h``.
+        ``obsm[f"{key_added}_probabilities"]``
+            p_theta's class probabilities (DataFrame, a column per type).
+        ``var[f"{key_added}_importance"]``
+            Gene importance (section 4.5); NaN for genes the model does not use.
+        ``varm[f"{key_added}_importance"]``
+            Gene importance per predicted cell type (DataFrame).
+        ``uns[key_added]``
+            The classes and the settings of this call.
+        """
+        target = self._target(adata)
+        if copy:
+            target = target.copy()
+        out = self._infer(target, batch_size, with_p=True)
+        rna = self._rna(target)
+        classes = pd.Index(self.classes_)
+        pred = out["probs_p"].argmax(1)
+        rna.obs[key_added] = pd.Categorical.from_codes(pred, categories=classes)
+        rna.obs[f"{key_added}_confidence"] = out["probs_p"].max(1)
+        rna.obs[f"{key_added}_q"] = pd.Categorical.from_codes(out["probs_q"].argmax(1), categories=classes)
+        rna.obsm[f"X_{key_added}"] = out["h"]
+        rna.obsm[f"{key_added}_probabilities"] = pd.DataFrame(out["probs_p"], index=rna.obs_names, columns=classes)
+        if gene_importance:
+            per_type = self._attention(target, classes[pred].to_numpy(), batch_size=32)
+            genes = pd.Index(self.genes)
+            table = pd.DataFrame({k: a.importance() for k, a in per_type.items()}, index=genes)
+            overall = functools.reduce(lambda a, b: a.merge(b), per_type.values()).importance()
+            rna.var[f"{key_added}_importance"] = pd.Series(overall, index=genes).reindex(rna.var_names).to_numpy()
+            rna.varm[f"{key_added}_importance"] = table.reindex(index=rna.var_names, columns=classes)
+        rna.uns[key_added] = {"classes": list(classes), "model": "p_theta", "n_neighbors": self.n_neighbors}
+        if isinstance(target, MuData):
+            target.update()
+        return target if copy else None
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def genes(self) -> list[str]:
+        """The model's genes, in the order of its gene embeddings."""
+        return list(self.init_params_["non_kwargs"]["genes"]) if hasattr(self, "init_params_") else []
+
+    @property
+    def classes_(self) -> list[str]:
+        """Cell types the model predicts, in the order of its outputs."""
+        return [str(c) for c in self._label_mapping()]
+
+    @property
+    def _data_format(self) -> DataFormat:
+        return self.adata_manager.registry["setup_args"].get("data_format", "counts")
+
+    def _label_mapping(self) -> np.ndarray:
+        state = self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)
+        return np.asarray(state.categorical_mapping)[:-1]  # the unlabelled category is last
+
+    def _train_labels(self) -> np.ndarray:
+        """Label codes of the model's cells, -1 for unlabelled; raises if training is impossible."""
+        codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel()
+        n_classes = len(self._label_mapping())
+        codes = np.where(codes >= n_classes, -1, codes).astype(np.int64)
+        key = self.adata_manager.registry["setup_args"]["labels_key"]
+        present = np.unique(codes[codes >= 0])
+        if len(present) == 0:
+            raise ValueError(f"No labelled cells: every cell of obs[{key!r}] is the unlabeled_category. "
+                             "SCBiGNN needs a labelled reference.")
+        if len(present) < 2:
+            raise ValueError(f"Only one cell type ({self._label_mapping()[present[0]]!r}) is labelled in "
+                             f"obs[{key!r}]; a classifier needs at least two.")
+        return codes
+
+    def _target(self, adata: AnnData | MuData | None) -> AnnData | MuData:
+        return self.adata if adata is None else adata
+
+    def _expression(self, adata: AnnData | MuData | None):
+        """Expression matrix and gene names of ``adata`` as registered (``None``: the model's)."""
+        if adata is None or adata is self.adata:
+            X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+            return X, self._rna(self.adata).var_names
+        layer = self.adata_manager.registry["setup_args"].get("layer")
+        rna = self._rna(adata)
+        if layer is not None and layer not in rna.layers:
+            raise KeyError(f"The model reads layer {layer!r}, which this data lacks.")
+        X = rna.layers[layer] if layer is not None else rna.X
+        check_expression(X, self._data_format, f"layers[{layer!r}]" if layer else "X")
+        return X, rna.var_names
+
+    def _rna(self, adata: AnnData | MuData) -> AnnData:
+        """The AnnData holding the expression: ``adata`` itself or its RNA modality."""
+        return _rna(adata, self._rna_mod)
+
+    @property
+    def _rna_mod(self) -> str | None:
+        mods = self.adata_manager.registry["setup_args"].get("modalities")
+        return None if mods is None else mods.get("rna_layer", "rna")
+
+    def _model_input(self, adata: AnnData | MuData | None):
+        X, var_names = self._expression(adata)
+        return model_input(X, var_names, self.genes, self._data_format)
+
+    def _infer(self, adata, batch_size: int, with_p: bool) -> dict:
+        """One q_phi pass (and p_theta on the kNN graph of its ``h``) over the cells of ``adata``."""
+        self._check_if_trained(warn=False)
+        target = self._target(adata)
+        x_in = self._model_input(None if target is self.adata else target)
+        logits_q, h = q_inference(self.module, GeneSets(x_in), None, batch_size, self.device)
+        out = {"h": h, "probs_q": softmax(logits_q), "obs_names": self._rna(target).obs_names}
+        if with_p:
+            x = self.module.standardize(torch.as_tensor(x_in.toarray(), device=self.device))
+            graph = knn_graph(h, self.n_neighbors, getattr(self, "knn_method_", "auto"), self.seed)
+            logits_p, out["h_prime"] = p_inference(self.module, x, h, row_normalized_adjacency(graph, self.device))
+            out["probs_p"] = softmax(logits_p)
+        return out
+
+
+def _rna(adata: AnnData | MuData, mod: str | None = None) -> AnnData:
+    if isinstance(adata, MuData):
+        return adata[mod or "rna"]
+    return adata
+
+
+def _check_setup(adata, labels_key, unlabeled_category, layer, data_format, kwargs) -> None:
+    """Clear errors for bad input before scvi-tools registers it."""
+    transfer = kwargs.get("source_registry") is not None
+    if transfer:
+        kwargs.setdefault("allow_missing_labels", True)
+    elif labels_key not in adata.obs:
+        raise KeyError(f"labels_key {labels_key!r} is not a column of adata.obs (columns: "
+                       f"{list(adata.obs.columns)}). Put the cell types there, with "
+                       f"{unlabeled_category!r} for the cells to annotate.")
+    if labels_key in adata.obs and adata.obs[labels_key].isna().any():
+        raise ValueError(f"obs[{labels_key!r}] has {int(adata.obs[labels_key].isna().sum())} missing "
+                         f"values. Fill them with the unlabeled_category, e.g. "
+                         f"adata.obs[{labels_key!r}] = adata.obs[{labels_key!r}].astype(object).fillna({unlabeled_category!r}).")
+    if layer is not None and layer not in adata.layers:
+        raise KeyError(f"layer {layer!r} is not in adata.layers ({list(adata.layers)}).")
+    X = adata.layers[layer] if layer is not None else adata.X
+    check_expression(X, data_format, f"layers[{layer!r}]" if layer else "adata.X")
+
+
+def _validation_split(labels: np.ndarray, labelled: np.ndarray, size: float, seed: int) -> np.ndarray:
+    """Stratified held-out share of the labelled cells (types with one cell stay in training)."""
+    if size <= 0:
+        return np.array([], dtype=np.int64)
+    y = labels[labelled]
+    counts = pd.Series(y).value_counts()
+    can_split = np.isin(y, counts.index[counts >= 2])
+    pool, strat = labelled[can_split], y[can_split]
+    n_val = max(int(round(size * len(labelled))), len(np.unique(strat)))
+    if n_val >= len(pool):
+        return np.array([], dtype=np.int64)
+    _, val = train_test_split(pool, test_size=n_val, stratify=strat, random_state=seed)
+    return np.sort(val)

@@ -1,0 +1,240 @@
+"""EM training of q_phi and p_theta (paper sections 3.3-3.5), in plain torch."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from scbignn_tools.module import SCBiGNNModule
+
+from ._data import GeneSets
+from ._graph import knn_graph, row_normalized_adjacency
+
+PseudoLabels = Literal["sample", "soft", "argmax"]
+
+
+@dataclass
+class EMConfig:
+    """Schedule and optimiser settings of :meth:`SCBiGNN.train` (see there for each field)."""
+
+    n_em_iterations: int = 3
+    pretrain_epochs: int = 30
+    q_epochs: int = 10
+    p_epochs: int = 200
+    lr_q: float = 3e-3
+    lr_p: float = 1e-2
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    beta: float = 1.0
+    pseudo_labels: PseudoLabels = "sample"
+    n_neighbors: int = 10
+    knn_method: str = "auto"
+
+
+@dataclass
+class EMData:
+    """What the EM loop trains on: ``labels`` holds -1 for cells without a training label."""
+
+    sets: GeneSets
+    x: torch.Tensor  # standardised expression, (N, T), on the device
+    labels: np.ndarray
+    validation: np.ndarray  # indices of held-out labelled cells (labels hidden in training)
+    validation_labels: np.ndarray
+    history: list[dict] = field(default_factory=list)
+
+
+def _schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over 5% of the steps, then cosine decay to zero."""
+    warm = max(1, int(0.05 * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total_steps - warm)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def draw_targets(
+    probs: np.ndarray, labels: np.ndarray, mode: PseudoLabels, rng: np.random.Generator
+) -> np.ndarray:
+    """Targets for every cell: one-hot true labels, and pseudo-labels from ``probs`` elsewhere.
+
+    ``"sample"`` draws :math:`\\hat y_i \\sim` ``probs`` (Eqs. 6 and 9), ``"argmax"`` takes the
+    most likely class and ``"soft"`` keeps the distribution (the expectation in Eqs. 6 and 9).
+    """
+    n, c = probs.shape
+    if mode == "soft":
+        targets = probs.astype(np.float32, copy=True)
+    else:
+        if mode == "sample":
+            cum = np.cumsum(probs, axis=1)
+            pick = (rng.random((n, 1)) * cum[:, -1:] > cum).sum(axis=1)
+        elif mode == "argmax":
+            pick = probs.argmax(axis=1)
+        else:
+            raise ValueError(f"pseudo_labels must be 'sample', 'soft' or 'argmax', not {mode!r}.")
+        targets = np.eye(c, dtype=np.float32)[np.minimum(pick, c - 1)]
+    known = labels >= 0
+    targets[known] = np.eye(c, dtype=np.float32)[labels[known]]
+    return targets
+
+
+def _loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted cross-entropy :math:`-\\sum_i w_i \\sum_c t_{ic} \\log q(c)` (Eqs. 6-7 and 9)."""
+    nll = -(targets * F.log_softmax(logits, dim=-1)).sum(dim=-1)
+    return (weights * nll).sum() / weights.sum()
+
+
+@torch.no_grad()
+def q_inference(
+    module: SCBiGNNModule,
+    sets: GeneSets,
+    rows: np.ndarray | None = None,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    attention_hook=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """q_phi's logits and cell representations ``h`` for ``rows`` (all cells by default).
+
+    ``attention_hook(rows, genes, mask, attentions)`` is called per batch when given.
+    """
+    module.eval()
+    rows = np.arange(len(sets)) if rows is None else np.asarray(rows)
+    logits = np.zeros((len(rows), module.q.classifier[-1].out_features), np.float32)
+    h = np.zeros((len(rows), module.q.norm.normalized_shape[0]), np.float32)
+    order = np.argsort(sets.lengths[rows], kind="stable")  # similar lengths, little padding
+    for start in range(0, len(rows), batch_size):
+        part = order[start : start + batch_size]
+        genes, values, mask = sets.batch(rows[part], device)
+        hb, attn = module.q.embed(genes, values, mask, return_attention_weights=attention_hook is not None)
+        if attention_hook is not None:
+            attention_hook(rows[part], genes, mask, attn)
+        logits[part] = module.q.classifier(hb).cpu().numpy()
+        h[part] = hb.cpu().numpy()
+    return logits, h
+
+
+@torch.no_grad()
+def p_inference(
+    module: SCBiGNNModule, x: torch.Tensor, h: np.ndarray, adj: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """p_theta's logits and representations ``h_prime`` for every cell of the graph."""
+    module.eval()
+    logits, h_prime = module.p(x, torch.as_tensor(h, device=x.device), adj)
+    return logits.cpu().numpy(), h_prime.cpu().numpy()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in numpy."""
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+class EMTrainer:
+    """Pre-train q_phi, then alternate M-steps (p_theta) and E-steps (q_phi), section 3.5."""
+
+    def __init__(self, module: SCBiGNNModule, data: EMData, config: EMConfig, device, seed: int, progress_bar: bool):
+        self.module, self.data, self.config, self.device = module, data, config, device
+        self.rng = np.random.default_rng(seed)
+        self.progress_bar = progress_bar
+        self.n_cells = len(data.sets)
+        self._bar = None
+
+    # --- one step each -------------------------------------------------------------------
+    def fit_q(self, stage: str, em_iteration: int, epochs: int, target_probs: np.ndarray | None) -> None:
+        """Train q_phi on true labels (weight beta) and, if given, pseudo-labels from p (Eqs. 6-7)."""
+        cfg, data, q = self.config, self.data, self.module.q
+        labelled = np.flatnonzero(data.labels >= 0)
+        rows = labelled if target_probs is None else np.arange(self.n_cells)
+        weights = torch.ones(self.n_cells, device=self.device)
+        weights[torch.as_tensor(labelled, device=self.device)] = cfg.beta
+        n_batches = math.ceil(len(rows) / cfg.batch_size)
+        opt = torch.optim.AdamW(q.parameters(), lr=cfg.lr_q, weight_decay=cfg.weight_decay)
+        sched = _schedule(opt, epochs * n_batches)
+        uniform = np.full((self.n_cells, q.classifier[-1].out_features), 1.0, np.float32)
+        for epoch in range(epochs):
+            probs = uniform if target_probs is None else target_probs
+            targets = torch.as_tensor(draw_targets(probs, data.labels, cfg.pseudo_labels, self.rng), device=self.device)
+            q.train()
+            total = 0.0
+            for part in data.sets.batches(rows, cfg.batch_size, self.rng):
+                genes, values, mask = data.sets.batch(part, self.device)
+                logits, _ = q(genes, values, mask)
+                idx = torch.as_tensor(part, device=self.device)
+                loss = _loss(logits, targets[idx], weights[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += loss.item() * len(part)
+            val = self._validate_q()
+            self._record(stage, em_iteration, "q", epoch, total / len(rows), val)
+
+    def fit_p(self, stage: str, em_iteration: int, h: np.ndarray, target_probs: np.ndarray) -> torch.Tensor:
+        """Build the kNN graph on q's ``h`` and train p_theta on labels plus q's pseudo-labels (Eq. 9)."""
+        cfg, data, p = self.config, self.data, self.module.p
+        adj = row_normalized_adjacency(knn_graph(h, cfg.n_neighbors, cfg.knn_method, int(self.rng.integers(2**31))), self.device)
+        h_t = torch.as_tensor(h, device=self.device)
+        weights = torch.ones(self.n_cells, device=self.device)
+        opt = torch.optim.AdamW(p.parameters(), lr=cfg.lr_p, weight_decay=cfg.weight_decay)
+        sched = _schedule(opt, cfg.p_epochs)
+        for epoch in range(cfg.p_epochs):
+            targets = torch.as_tensor(draw_targets(target_probs, data.labels, cfg.pseudo_labels, self.rng), device=self.device)
+            p.train()
+            logits, _ = p(data.x, h_t, adj)
+            loss = _loss(logits, targets, weights)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            val = None
+            if len(data.validation) and (epoch == cfg.p_epochs - 1 or epoch % 20 == 0):
+                pred = logits.detach()[torch.as_tensor(data.validation, device=self.device)].argmax(1).cpu().numpy()
+                val = float(np.mean(pred == data.validation_labels))
+            self._record(stage, em_iteration, "p", epoch, loss.item(), val, advance=False)
+        self._advance(1)
+        return adj
+
+    # --- the loop ------------------------------------------------------------------------
+    def fit(self) -> pd.DataFrame:
+        """Run pre-training and the EM iterations; returns the history."""
+        cfg = self.config
+        total = cfg.pretrain_epochs + cfg.n_em_iterations * (1 + cfg.q_epochs)
+        with tqdm(total=total, disable=not self.progress_bar, desc="scBiGNN", unit="epoch") as bar:
+            self._bar = bar
+            self.fit_q("pretrain", 0, cfg.pretrain_epochs, None)
+            for it in range(1, cfg.n_em_iterations + 1):
+                logits_q, h = q_inference(self.module, self.data.sets, device=self.device)
+                adj = self.fit_p("M", it, h, softmax(logits_q))  # M-step: q fixed, p learns
+                logits_p, _ = p_inference(self.module, self.data.x, h, adj)
+                self.fit_q("E", it, cfg.q_epochs, softmax(logits_p))  # E-step: p fixed, q learns
+        return pd.DataFrame(self.data.history)
+
+    def _validate_q(self) -> float | None:
+        if not len(self.data.validation):
+            return None
+        logits, _ = q_inference(self.module, self.data.sets, self.data.validation, device=self.device)
+        return float(np.mean(logits.argmax(1) == self.data.validation_labels))
+
+    def _record(self, stage, em_iteration, model, epoch, loss, val, advance=True) -> None:
+        self.data.history.append(
+            {"stage": stage, "em_iteration": em_iteration, "model": model, "epoch": epoch,
+             "train_loss": loss, "validation_accuracy": val}
+        )
+        if self._bar is not None:
+            self._bar.set_postfix(stage=f"{stage}{em_iteration or ''}:{model}", loss=f"{loss:.3f}",
+                                  val_acc="-" if val is None else f"{val:.3f}")
+        if advance:
+            self._advance(1)
+
+    def _advance(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._cell_gnn import CellLevelGNN
+from ._gene_gnn import GeneLevelGNN
+
+
+class SCBiGNNModule(nn.Module):
+    """The two GNNs of scBiGNN and the statistics that map expression to their inputs.
+
+    Plain torch: it knows nothing of AnnData. The buffers ``gene_mean`` and ``gene_std`` hold the
+    reference's per-gene statistics that standardise p_theta's expression input, so that a saved
+    model maps new data the same way.
+
+    Parameters
+    ----------
+    n_genes
+        Number of model genes ``T``.
+    n_labels
+        Number of cell types ``C``.
+    n_features
+        Feature size of both GNNs (the paper uses 32).
+    n_hidden
+        Hidden size of every MLP (the paper uses 32).
+    gene_layers
+        Attention layers of q_phi.
+    gene_heads
+        Attention heads per layer of q_phi.
+    readout
+        Read-out of q_phi, ``"mean"`` or ``"learnable"``.
+    cell_layers
+        Graph layers of p_theta.
+    dropout_q
+        Dropout in q_phi.
+    dropout_p
+        Dropout in p_theta.
+    """
+
+    def __init__(
+        self,
+        n_genes: int,
+        n_labels: int,
+        n_features: int = 32,
+        n_hidden: int = 32,
+        gene_layers: int = 2,
+        gene_heads: int = 1,
+        readout: str = "learnable",
+        cell_layers: int = 3,
+        dropout_q: float = 0.0,
+        dropout_p: float = 0.1,
+    ):
+        super().__init__()
+        self.q = GeneLevelGNN(
+            n_genes, n_labels, n_features, n_hidden, gene_layers, gene_heads, readout, True, dropout_q
+        )
+        self.p = CellLevelGNN(n_genes, n_features, n_labels, n_features, n_hidden, cell_layers, dropout_p)
+        self.register_buffer("gene_mean", torch.zeros(n_genes))
+        self.register_buffer("gene_std", torch.ones(n_genes))
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters (scvi-tools' models ask their module for it)."""
+        return self.gene_mean.device
+
+    def standardize(self, x: torch.Tensor, clip: float = 10.0) -> torch.Tensor:
+        """Scale normalised expression per gene with the reference statistics, as ``sc.pp.scale``."""
+        return ((x - self.gene_mean) / self.gene_std).clamp(-clip, clip)
