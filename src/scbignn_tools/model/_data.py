@@ -27,14 +27,37 @@ class GeneSets:
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def batch(self, rows: np.ndarray, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
-        """``genes`` (long), ``values`` and ``mask`` tensors, each ``(len(rows), L)``."""
-        lens = self.lengths[rows]
-        b, width = len(rows), max(int(lens.max(initial=0)), 1)
-        total = int(lens.sum())
-        row_of = np.repeat(np.arange(b), lens)
-        pos = np.arange(total) - np.repeat(np.cumsum(lens) - lens, lens)
-        src = np.repeat(self.indptr[rows], lens) + pos
+    def batch(
+        self,
+        rows: np.ndarray,
+        device: torch.device | str = "cpu",
+        max_genes: int | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """``genes`` (long), ``values`` and ``mask`` tensors, each ``(len(rows), L)``.
+
+        With ``max_genes`` and ``rng``, cells with more non-zero genes keep a random subset of
+        ``max_genes`` of them (training-time subsampling, which bounds the quadratic cost of
+        attention); otherwise every non-zero gene is kept.
+        """
+        full = self.lengths[rows]
+        b = len(rows)
+        row_of = np.repeat(np.arange(b), full)
+        offset = np.arange(int(full.sum())) - np.repeat(np.cumsum(full) - full, full)
+        src = np.repeat(self.indptr[rows], full) + offset
+        if max_genes is not None and rng is not None and full.max(initial=0) > max_genes:
+            # random rank of each gene within its cell; keep the lowest max_genes ranks
+            keys = row_of + rng.random(len(src))
+            order = np.argsort(keys, kind="stable")
+            rank = np.empty_like(order)
+            rank[order] = offset
+            keep = rank < max_genes
+            row_of, src = row_of[keep], src[keep]
+            src = src[np.lexsort((src, row_of))]
+            row_of = np.sort(row_of, kind="stable")
+        lens = np.bincount(row_of, minlength=b)
+        width = max(int(lens.max(initial=0)), 1)
+        pos = np.arange(len(src)) - np.repeat(np.cumsum(lens) - lens, lens)
         genes = np.zeros((b, width), np.int64)
         values = np.zeros((b, width), np.float32)
         mask = np.zeros((b, width), bool)

@@ -51,7 +51,7 @@ def row_normalized_adjacency(adj: sparse.spmatrix, device: torch.device | str = 
     coo = adj.tocoo()
     indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
     values = torch.from_numpy(coo.data.astype(np.float32))
-    return torch.sparse_coo_tensor(indices, values, coo.shape, device=device).coalesce()
+    return torch.sparse_coo_tensor(indices, values, coo.shape, device=device, check_invariants=True).coalesce()
 
 
 def homophily(adj: sparse.spmatrix, labels: np.ndarray) -> float:

@@ -73,14 +73,34 @@ def log_normalize(X, data_format: DataFormat = "counts") -> sparse.csr_matrix:
     return sparse.csr_matrix(tmp.X)
 
 
-def select_genes(X_norm, var_names: Sequence[str], n_top_genes: int) -> list[str]:
-    """Drop all-zero genes and keep the ``n_top_genes`` of highest variance (section 2)."""
+def select_genes(
+    X_norm,
+    var_names: Sequence[str],
+    n_top_genes: int,
+    flavor: Literal["variance", "cell_ranger"] = "variance",
+) -> list[str]:
+    """Drop all-zero genes and keep ``n_top_genes`` variable genes of the log-normalised data.
+
+    ``"variance"`` ranks genes by variance, as the paper's section 2 does. ``"cell_ranger"``
+    ranks them by scanpy's mean-binned normalised dispersion
+    (``sc.pp.highly_variable_genes(flavor="cell_ranger")``), which does not favour genes that are
+    merely detected in about half of the cells.
+    """
     X_norm = sparse.csr_matrix(X_norm)
-    mean = np.asarray(X_norm.mean(axis=0)).ravel()
-    var = np.asarray(X_norm.multiply(X_norm).mean(axis=0)).ravel() - mean**2
     expressed = np.flatnonzero(X_norm.getnnz(axis=0) > 0)
-    order = expressed[np.argsort(-var[expressed], kind="stable")]
-    return [str(g) for g in np.asarray(var_names)[order[:n_top_genes]]]
+    names = np.asarray(var_names)[expressed]
+    X_norm = X_norm[:, expressed]
+    if flavor == "variance":
+        mean = np.asarray(X_norm.mean(axis=0)).ravel()
+        score = np.asarray(X_norm.multiply(X_norm).mean(axis=0)).ravel() - mean**2
+    elif flavor == "cell_ranger":
+        tmp = AnnData(X_norm, var=pd.DataFrame(index=pd.Index(names.astype(str))))
+        stats = sc.pp.highly_variable_genes(tmp, flavor="cell_ranger", n_top_genes=min(n_top_genes, len(names)), inplace=False)
+        score = np.nan_to_num(stats["dispersions_norm"].to_numpy(), nan=-np.inf)
+    else:
+        raise ValueError(f"flavor must be 'variance' or 'cell_ranger', not {flavor!r}.")
+    order = np.argsort(-score, kind="stable")
+    return [str(g) for g in names[order[:n_top_genes]]]
 
 
 def align_genes(var_names: Sequence[str], genes: Sequence[str], min_overlap: float = 0.5) -> np.ndarray:

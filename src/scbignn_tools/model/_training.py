@@ -32,8 +32,9 @@ class EMConfig:
     lr_p: float = 1e-2
     weight_decay: float = 1e-4
     batch_size: int = 64
+    max_genes: int | None = 256
     beta: float = 1.0
-    pseudo_labels: PseudoLabels = "sample"
+    pseudo_labels: PseudoLabels = "argmax"
     n_neighbors: int = 10
     knn_method: str = "auto"
 
@@ -97,12 +98,15 @@ def _loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) ->
 def q_inference(
     module: SCBiGNNModule,
     sets: GeneSets,
+    x: torch.Tensor,
     rows: np.ndarray | None = None,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     attention_hook=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """q_phi's logits and cell representations ``h`` for ``rows`` (all cells by default).
+
+    ``x`` is the standardised expression of all cells of ``sets``, ``(N, T)``, on the device.
 
     ``attention_hook(rows, genes, mask, attentions)`` is called per batch when given.
     """
@@ -114,7 +118,8 @@ def q_inference(
     for start in range(0, len(rows), batch_size):
         part = order[start : start + batch_size]
         genes, values, mask = sets.batch(rows[part], device)
-        hb, attn = module.q.embed(genes, values, mask, return_attention_weights=attention_hook is not None)
+        xb = x[torch.as_tensor(rows[part], device=x.device)]
+        hb, attn = module.q.embed(genes, values, mask, xb, return_attention_weights=attention_hook is not None)
         if attention_hook is not None:
             attention_hook(rows[part], genes, mask, attn)
         logits[part] = module.q.classifier(hb).cpu().numpy()
@@ -156,9 +161,7 @@ class EMTrainer:
         rows = labelled if target_probs is None else np.arange(self.n_cells)
         weights = torch.ones(self.n_cells, device=self.device)
         weights[torch.as_tensor(labelled, device=self.device)] = cfg.beta
-        n_batches = math.ceil(len(rows) / cfg.batch_size)
-        opt = torch.optim.AdamW(q.parameters(), lr=cfg.lr_q, weight_decay=cfg.weight_decay)
-        sched = _schedule(opt, epochs * n_batches)
+        opt, sched = self._q_optim
         uniform = np.full((self.n_cells, q.classifier[-1].out_features), 1.0, np.float32)
         for epoch in range(epochs):
             probs = uniform if target_probs is None else target_probs
@@ -166,9 +169,9 @@ class EMTrainer:
             q.train()
             total = 0.0
             for part in data.sets.batches(rows, cfg.batch_size, self.rng):
-                genes, values, mask = data.sets.batch(part, self.device)
-                logits, _ = q(genes, values, mask)
+                genes, values, mask = data.sets.batch(part, self.device, cfg.max_genes, self.rng)
                 idx = torch.as_tensor(part, device=self.device)
+                logits, _ = q(genes, values, mask, data.x[idx])
                 loss = _loss(logits, targets[idx], weights[idx])
                 opt.zero_grad()
                 loss.backward()
@@ -205,14 +208,24 @@ class EMTrainer:
 
     # --- the loop ------------------------------------------------------------------------
     def fit(self) -> pd.DataFrame:
-        """Run pre-training and the EM iterations; returns the history."""
+        """Run pre-training and the EM iterations; returns the history.
+
+        q_phi keeps one optimiser through pre-training and all E-steps, with one warm-up and
+        cosine decay over all of them, so E-steps fine-tune q_phi at a falling learning rate.
+        """
         cfg = self.config
+        n_labelled = int((self.data.labels >= 0).sum())
+        q_steps = cfg.pretrain_epochs * math.ceil(n_labelled / cfg.batch_size) + (
+            cfg.n_em_iterations * cfg.q_epochs * math.ceil(self.n_cells / cfg.batch_size)
+        )
+        opt = torch.optim.AdamW(self.module.q.parameters(), lr=cfg.lr_q, weight_decay=cfg.weight_decay)
+        self._q_optim = (opt, _schedule(opt, max(q_steps, 1)))
         total = cfg.pretrain_epochs + cfg.n_em_iterations * (1 + cfg.q_epochs)
         with tqdm(total=total, disable=not self.progress_bar, desc="scBiGNN", unit="epoch") as bar:
             self._bar = bar
             self.fit_q("pretrain", 0, cfg.pretrain_epochs, None)
             for it in range(1, cfg.n_em_iterations + 1):
-                logits_q, h = q_inference(self.module, self.data.sets, device=self.device)
+                logits_q, h = q_inference(self.module, self.data.sets, self.data.x, device=self.device)
                 adj = self.fit_p("M", it, h, softmax(logits_q))  # M-step: q fixed, p learns
                 logits_p, _ = p_inference(self.module, self.data.x, h, adj)
                 self.fit_q("E", it, cfg.q_epochs, softmax(logits_p))  # E-step: p fixed, q learns
@@ -221,7 +234,7 @@ class EMTrainer:
     def _validate_q(self) -> float | None:
         if not len(self.data.validation):
             return None
-        logits, _ = q_inference(self.module, self.data.sets, self.data.validation, device=self.device)
+        logits, _ = q_inference(self.module, self.data.sets, self.data.x, self.data.validation, device=self.device)
         return float(np.mean(logits.argmax(1) == self.data.validation_labels))
 
     def _record(self, stage, em_iteration, model, epoch, loss, val, advance=True) -> None:

@@ -36,6 +36,9 @@ class SCBiGNNModule(nn.Module):
         Dropout in q_phi.
     dropout_p
         Dropout in p_theta.
+    linear_path
+        Give q_phi a linear path from the standardised expression (see
+        :class:`~scbignn_tools.module.GeneLevelGNN`).
     """
 
     def __init__(
@@ -50,10 +53,11 @@ class SCBiGNNModule(nn.Module):
         cell_layers: int = 3,
         dropout_q: float = 0.0,
         dropout_p: float = 0.1,
+        linear_path: bool = True,
     ):
         super().__init__()
         self.q = GeneLevelGNN(
-            n_genes, n_labels, n_features, n_hidden, gene_layers, gene_heads, readout, True, dropout_q
+            n_genes, n_labels, n_features, n_hidden, gene_layers, gene_heads, readout, True, dropout_q, linear_path
         )
         self.p = CellLevelGNN(n_genes, n_features, n_labels, n_features, n_hidden, cell_layers, dropout_p)
         self.register_buffer("gene_mean", torch.zeros(n_genes))
@@ -63,6 +67,9 @@ class SCBiGNNModule(nn.Module):
     def device(self) -> torch.device:
         """Device of the parameters (scvi-tools' models ask their module for it)."""
         return self.gene_mean.device
+
+    def on_load(self, model, **kwargs) -> None:
+        """Hook scvi-tools calls before loading a state dict; nothing to do here."""
 
     def standardize(self, x: torch.Tensor, clip: float = 10.0) -> torch.Tensor:
         """Scale normalised expression per gene with the reference statistics, as ``sc.pp.scale``."""

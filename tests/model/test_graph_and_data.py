@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import sparse
+
+from scbignn_tools.model import homophily, knn_graph, row_normalized_adjacency
+from scbignn_tools.model._data import GeneSets
+
+
+def test_knn_graph_links_nearest_points_and_self():
+    h = np.array([[0.0], [0.1], [0.25], [10.0], [10.1]], dtype=np.float32)
+    adj = knn_graph(h, n_neighbors=1).toarray()
+    assert np.all(np.diag(adj) == 1)
+    assert adj[0, 1] == 1 and adj[3, 4] == 1 and adj[4, 3] == 1 and adj[2, 1] == 1
+    assert adj[:3, 3:].sum() == 0
+    assert homophily(adj, np.array([0, 0, 0, 1, 1])) == 1.0
+    dense = row_normalized_adjacency(adj).to_dense()
+    torch.testing.assert_close(dense.sum(1), torch.ones(5))
+
+
+def test_gene_sets_pad_and_mask():
+    X = sparse.csr_matrix(np.array([[0, 2.0, 0, 1.0], [3.0, 0, 0, 0], [0, 0, 0, 0]], dtype=np.float32))
+    genes, values, mask = GeneSets(X).batch(np.array([0, 1, 2]))
+    assert genes.shape == (3, 2)
+    assert genes[0].tolist() == [1, 3] and values[0].tolist() == [2.0, 1.0]
+    assert mask.tolist() == [[True, True], [True, False], [False, False]]
+    sets = GeneSets(X)
+    batches = list(sets.batches(np.arange(3), 2, np.random.default_rng(0)))
+    assert sorted(np.concatenate(batches).tolist()) == [0, 1, 2]
+
+
+def test_gene_sets_subsample_keeps_real_genes_of_each_cell():
+    rng = np.random.default_rng(0)
+    dense = (rng.random((6, 30)) < 0.6) * rng.integers(1, 5, (6, 30))
+    sets = GeneSets(sparse.csr_matrix(dense.astype(np.float32)))
+    genes, values, mask = sets.batch(np.arange(6), max_genes=5, rng=rng)
+    assert genes.shape[1] == 5 and mask.sum(1).tolist() == [min(5, n) for n in (dense > 0).sum(1)]
+    for i in range(6):
+        g = genes[i][mask[i]].numpy()
+        assert len(set(g)) == len(g)  # no gene twice
+        np.testing.assert_array_equal(values[i][mask[i]].numpy(), dense[i, g])
