@@ -32,8 +32,8 @@ def test_one_em_round_end_to_end(tiny):
     probs = model.predict(soft=True, model="q")
     np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
     assert model.get_latent_representation().shape == (tiny.n_obs, 16)
-    assert model.get_latent_representation(representation="h_prime").shape == (tiny.n_obs, 16 + 16 + 4 * 16)
-    assert "SCBiGNN model with 100 genes" in repr(model)
+    assert model.get_latent_representation(representation="h_prime").shape == (tiny.n_obs, 16 + 16 + 3 * 16)
+    assert "SCBiGNN model with 100 genes" in model._model_summary_string
 
 
 def test_annotate_writes_documented_keys_only(tiny):
