@@ -7,7 +7,9 @@ import anndata as ad
 import numpy as np
 import pytest
 
-DATA = Path(os.environ.get("SCBIGNN_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+DATA = Path(
+    os.environ.get("SCBIGNN_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
+)
 
 
 def read_shared(name: str) -> ad.AnnData:
@@ -27,7 +29,9 @@ def tiny(baron) -> ad.AnnData:
     """240 real BaronMouse cells of 4 types, 400 genes; a quarter of the labels hidden."""
     keep = ["beta", "alpha", "ductal", "endothelial"]
     rng = np.random.default_rng(0)
-    cells = np.concatenate([rng.choice(np.flatnonzero(baron.obs.cell_type == t), 60, replace=False) for t in keep])
+    cells = np.concatenate(
+        [rng.choice(np.flatnonzero(baron.obs.cell_type == t), 60, replace=False) for t in keep]
+    )
     sub = baron[cells].copy()
     expressed = np.asarray((sub.X > 0).sum(0)).ravel()
     sub = sub[:, np.argsort(-expressed, kind="stable")[:400]].copy()

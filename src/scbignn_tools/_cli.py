@@ -28,13 +28,21 @@ def demo(args: argparse.Namespace) -> int:
     labels = truth.copy()
     labels[hidden] = "Unknown"
     adata.obs["train_labels"] = labels
-    print(f"pbmc68k_reduced: {adata.n_obs} cells x {adata.n_vars} genes, "
-          f"{len(set(truth))} types; labels hidden for {len(hidden)} cells")
+    print(
+        f"pbmc68k_reduced: {adata.n_obs} cells x {adata.n_vars} genes, "
+        f"{len(set(truth))} types; labels hidden for {len(hidden)} cells"
+    )
 
-    SCBiGNN.setup_anndata(adata, labels_key="train_labels", unlabeled_category="Unknown", data_format="log1p")
+    SCBiGNN.setup_anndata(
+        adata, labels_key="train_labels", unlabeled_category="Unknown", data_format="log1p"
+    )
     model = SCBiGNN(adata)
     print(model)
-    kwargs = {"pretrain_epochs": 2, "q_epochs": 1, "n_em_iterations": 1, "p_epochs": 20} if args.quick else {}
+    kwargs = (
+        {"pretrain_epochs": 2, "q_epochs": 1, "n_em_iterations": 1, "p_epochs": 20}
+        if args.quick
+        else {}
+    )
     t0 = time.perf_counter()
     model.train(**kwargs)
     print(f"train(): {time.perf_counter() - t0:.1f} s")
@@ -42,8 +50,10 @@ def demo(args: argparse.Namespace) -> int:
     model.annotate(adata)
     for name, key in (("q_phi", "scbignn_q"), ("p_theta", "scbignn")):
         pred = adata.obs[key].astype(str).to_numpy()[hidden]
-        print(f"{name:8s} accuracy on hidden cells: {accuracy_score(truth[hidden], pred):.3f}   "
-              f"macro-F1: {f1_score(truth[hidden], pred, average='macro'):.3f}")
+        print(
+            f"{name:8s} accuracy on hidden cells: {accuracy_score(truth[hidden], pred):.3f}   "
+            f"macro-F1: {f1_score(truth[hidden], pred, average='macro'):.3f}"
+        )
     top = adata.var["scbignn_importance"].nlargest(10).index.tolist()
     print("top genes by attention:", ", ".join(top))
     path = out / "pbmc68k_annotated.h5ad"
@@ -56,7 +66,13 @@ def demo(args: argparse.Namespace) -> int:
         matplotlib.use("Agg")
         sc.pp.neighbors(adata, use_rep="X_scbignn")
         sc.tl.umap(adata, random_state=0)
-        fig = sc.pl.umap(adata, color=["bulk_labels", "scbignn", "scbignn_confidence"], wspace=0.6, show=False, return_fig=True)
+        fig = sc.pl.umap(
+            adata,
+            color=["bulk_labels", "scbignn", "scbignn_confidence"],
+            wspace=0.6,
+            show=False,
+            return_fig=True,
+        )
         fig.savefig(out / "pbmc68k_umap.png", dpi=120, bbox_inches="tight")
         print(f"wrote {out / 'pbmc68k_umap.png'}")
     return 0

@@ -20,7 +20,9 @@ def test_knn_graph_links_nearest_points_and_self():
 
 
 def test_gene_sets_pad_and_mask():
-    X = sparse.csr_matrix(np.array([[0, 2.0, 0, 1.0], [3.0, 0, 0, 0], [0, 0, 0, 0]], dtype=np.float32))
+    X = sparse.csr_matrix(
+        np.array([[0, 2.0, 0, 1.0], [3.0, 0, 0, 0], [0, 0, 0, 0]], dtype=np.float32)
+    )
     genes, values, mask = GeneSets(X).batch(np.array([0, 1, 2]))
     assert genes.shape == (3, 2)
     assert genes[0].tolist() == [1, 3] and values[0].tolist() == [2.0, 1.0]

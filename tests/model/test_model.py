@@ -7,7 +7,13 @@ import pytest
 
 from scbignn_tools.model import SCBiGNN
 
-FAST = {"n_em_iterations": 1, "pretrain_epochs": 2, "q_epochs": 1, "p_epochs": 10, "progress_bar": False}
+FAST = {
+    "n_em_iterations": 1,
+    "pretrain_epochs": 2,
+    "q_epochs": 1,
+    "p_epochs": 10,
+    "progress_bar": False,
+}
 SMALL = {"n_top_genes": 100, "n_features": 16, "n_hidden": 16, "gene_layers": 1, "n_neighbors": 5}
 
 
@@ -21,18 +27,28 @@ def _trained(adata, **kwargs):
 def test_one_em_round_end_to_end(tiny):
     model = _trained(tiny)
     hist = model.history_
-    assert list(hist.drop_duplicates(["stage", "model"])[["stage", "model"]].itertuples(index=False, name=None)) == [
-        ("pretrain", "q"), ("M", "p"), ("E", "q")
-    ]
+    assert list(
+        hist.drop_duplicates(["stage", "model"])[["stage", "model"]].itertuples(
+            index=False, name=None
+        )
+    ) == [("pretrain", "q"), ("M", "p"), ("E", "q")]
     assert hist["train_loss"].notna().all()
     assert hist["validation_accuracy"].dropna().between(0, 1).all()
-    assert len(model.genes) == 100 and set(model.classes) == {"alpha", "beta", "ductal", "endothelial"}
+    assert len(model.genes) == 100 and set(model.classes) == {
+        "alpha",
+        "beta",
+        "ductal",
+        "endothelial",
+    }
     pred = model.predict()
     assert pred.shape == (tiny.n_obs,) and set(pred) <= set(model.classes)
     probs = model.predict(soft=True, model="q")
     np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
     assert model.get_latent_representation().shape == (tiny.n_obs, 16)
-    assert model.get_latent_representation(representation="h_prime").shape == (tiny.n_obs, 16 + 16 + 3 * 16)
+    assert model.get_latent_representation(representation="h_prime").shape == (
+        tiny.n_obs,
+        16 + 16 + 3 * 16,
+    )
     assert "SCBiGNN model with 100 genes" in model._model_summary_string
 
 
@@ -42,7 +58,11 @@ def test_annotate_writes_documented_keys_only(tiny):
     out = model.annotate(copy=True)
     # copy=True leaves the registered AnnData alone
     assert set(tiny.obs.columns) == set(before.obs.columns) and list(tiny.obsm) == list(before.obsm)
-    assert set(out.obs.columns) - set(before.obs.columns) == {"scbignn", "scbignn_confidence", "scbignn_q"}
+    assert set(out.obs.columns) - set(before.obs.columns) == {
+        "scbignn",
+        "scbignn_confidence",
+        "scbignn_q",
+    }
     assert set(out.obsm) - set(before.obsm) == {"X_scbignn", "scbignn_probabilities"}
     assert list(out.varm) == ["scbignn_importance"] and "scbignn" in out.uns
     conf = out.obs["scbignn_confidence"].to_numpy()
@@ -52,7 +72,9 @@ def test_annotate_writes_documented_keys_only(tiny):
     assert out.varm["scbignn_importance"].shape == (tiny.n_vars, 4)
     # the overall importance is the model's, over all cells
     direct = model.get_gene_importance()
-    np.testing.assert_allclose(imp.dropna().sort_values().to_numpy(), np.sort(direct.to_numpy()), rtol=1e-6)
+    np.testing.assert_allclose(
+        imp.dropna().sort_values().to_numpy(), np.sort(direct.to_numpy()), rtol=1e-6
+    )
     assert model.annotate(tiny, key_added="ann") is None and "ann" in tiny.obs
 
 
@@ -71,7 +93,9 @@ def test_same_seed_same_predictions_and_save_load(tiny, tmp_path):
     loaded = SCBiGNN.load(tmp_path / "m", adata=tiny)
     assert loaded.genes == a.genes
     np.testing.assert_array_equal(loaded.predict(), a.predict())
-    np.testing.assert_array_equal(loaded.predict(soft=True).to_numpy(), a.predict(soft=True).to_numpy())
+    np.testing.assert_array_equal(
+        loaded.predict(soft=True).to_numpy(), a.predict(soft=True).to_numpy()
+    )
     pd.testing.assert_frame_equal(loaded.history_, a.history_)
 
 
@@ -83,7 +107,9 @@ def test_predicts_new_data_with_reordered_genes(tiny):
 
 def test_mudata(tiny):
     mdata = md.MuData({"rna": tiny})
-    SCBiGNN.setup_mudata(mdata, labels_key="labels", unlabeled_category="Unknown", modalities={"rna_layer": "rna"})
+    SCBiGNN.setup_mudata(
+        mdata, labels_key="labels", unlabeled_category="Unknown", modalities={"rna_layer": "rna"}
+    )
     model = SCBiGNN(mdata, **SMALL)
     model.train(**FAST)
     model.annotate(gene_importance=False)
@@ -97,7 +123,9 @@ def test_lognormalised_input(tiny):
     sc.pp.log1p(tiny)
     with pytest.raises(ValueError, match="data_format='log1p'"):
         SCBiGNN.setup_anndata(tiny, labels_key="labels", unlabeled_category="Unknown")
-    SCBiGNN.setup_anndata(tiny, labels_key="labels", unlabeled_category="Unknown", data_format="log1p")
+    SCBiGNN.setup_anndata(
+        tiny, labels_key="labels", unlabeled_category="Unknown", data_format="log1p"
+    )
     SCBiGNN(tiny, **SMALL).train(**FAST)
 
 
@@ -106,8 +134,20 @@ def test_lognormalised_input(tiny):
     [
         (lambda a: a.obs.drop(columns="labels", inplace=True), KeyError, "labels_key 'labels'"),
         (lambda a: a.obs.__setitem__("labels", "Unknown"), ValueError, "No labelled cells"),
-        (lambda a: a.obs.__setitem__("labels", np.where(a.obs.labels == "Unknown", "Unknown", "beta")), ValueError, "at least two"),
-        (lambda a: a.obs.__setitem__("labels", a.obs.labels.where(a.obs.labels != "alpha", None)), ValueError, "missing values"),
+        (
+            lambda a: a.obs.__setitem__(
+                "labels", np.where(a.obs.labels == "Unknown", "Unknown", "beta")
+            ),
+            ValueError,
+            "at least two",
+        ),
+        (
+            lambda a: a.obs.__setitem__(
+                "labels", a.obs.labels.where(a.obs.labels != "alpha", None)
+            ),
+            ValueError,
+            "missing values",
+        ),
         (lambda a: a.X.data.__setitem__(0, np.nan), ValueError, "NaN"),
         (lambda a: a.X.data.__setitem__(0, -3), ValueError, "negative"),
         (lambda a: a.X.data.__setitem__(0, 0.5), ValueError, "not raw counts"),

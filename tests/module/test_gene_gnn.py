@@ -7,7 +7,9 @@ from scbignn_tools.module import CellLevelGNN, GeneLevelGNN
 
 def test_h_is_invariant_to_gene_order_and_padding():
     torch.manual_seed(0)
-    q = GeneLevelGNN(n_genes=20, n_labels=3, n_features=8, n_hidden=8, n_layers=2, heads=2, linear_path=False).eval()
+    q = GeneLevelGNN(
+        n_genes=20, n_labels=3, n_features=8, n_hidden=8, n_layers=2, heads=2, linear_path=False
+    ).eval()
     genes = torch.tensor([[3, 7, 11, 2, 0, 0]])
     values = torch.tensor([[1.0, 2.0, 0.5, 3.0, 0.0, 0.0]])
     mask = torch.tensor([[True, True, True, True, False, False]])

@@ -23,7 +23,9 @@ def test_shapes_and_attention_rows():
     real_rows = attn[mask[:, None, :, None].expand_as(attn)].view(-1)
     # every real gene's attention sums to one over real genes only
     sums = attn.sum(-1)
-    torch.testing.assert_close(sums[mask[:, None, :].expand_as(sums)], torch.ones(int(mask.sum()) * 2))
+    torch.testing.assert_close(
+        sums[mask[:, None, :].expand_as(sums)], torch.ones(int(mask.sum()) * 2)
+    )
     assert real_rows.numel() > 0
 
 

@@ -4,4 +4,12 @@ from ._graph import homophily, knn_graph, row_normalized_adjacency
 from ._model import SCBiGNN
 from ._preprocessing import check_expression, log_normalize, select_genes
 
-__all__ = ["SCBiGNN", "check_expression", "homophily", "knn_graph", "log_normalize", "row_normalized_adjacency", "select_genes"]
+__all__ = [
+    "SCBiGNN",
+    "check_expression",
+    "homophily",
+    "knn_graph",
+    "log_normalize",
+    "row_normalized_adjacency",
+    "select_genes",
+]

@@ -43,7 +43,9 @@ def knn_graph(
     return adj
 
 
-def row_normalized_adjacency(adj: sparse.spmatrix, device: torch.device | str = "cpu") -> torch.Tensor:
+def row_normalized_adjacency(
+    adj: sparse.spmatrix, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     r""":math:`\mathbf{D}^{-1}\mathbf{A}` of Eq. 8 as a sparse torch tensor."""
     adj = sparse.csr_matrix(adj, dtype=np.float32)
     deg = np.asarray(adj.sum(axis=1)).ravel()
@@ -51,7 +53,9 @@ def row_normalized_adjacency(adj: sparse.spmatrix, device: torch.device | str = 
     coo = adj.tocoo()
     indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
     values = torch.from_numpy(coo.data.astype(np.float32))
-    return torch.sparse_coo_tensor(indices, values, coo.shape, device=device, check_invariants=True).coalesce()
+    return torch.sparse_coo_tensor(
+        indices, values, coo.shape, device=device, check_invariants=True
+    ).coalesce()
 
 
 def homophily(adj: sparse.spmatrix, labels: np.ndarray) -> float:

@@ -25,7 +25,9 @@ class AttentionAccumulator:
         self.total = torch.zeros(n_genes * n_genes, dtype=torch.float64, device=device)
         self.count = torch.zeros(n_genes * n_genes, dtype=torch.float64, device=device)
 
-    def __call__(self, rows, genes: torch.Tensor, mask: torch.Tensor, attentions: list[torch.Tensor]) -> None:
+    def __call__(
+        self, rows, genes: torch.Tensor, mask: torch.Tensor, attentions: list[torch.Tensor]
+    ) -> None:
         """Add a batch: ``genes`` and ``mask`` are ``(B, L)``, each attention ``(B, heads, L, L)``."""
         pairs = mask[:, :, None] & mask[:, None, :]
         flat = (genes[:, :, None] * self.n_genes + genes[:, None, :])[pairs]

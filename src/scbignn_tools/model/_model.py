@@ -82,7 +82,9 @@ class SCBiGNN(BaseModelClass):
     Examples
     --------
     >>> import scbignn_tools as scbignn
-    >>> scbignn.model.SCBiGNN.setup_anndata(adata, labels_key="cell_type", unlabeled_category="Unknown")
+    >>> scbignn.model.SCBiGNN.setup_anndata(
+    ...     adata, labels_key="cell_type", unlabeled_category="Unknown"
+    ... )
     >>> model = scbignn.model.SCBiGNN(adata)
     >>> model.train()
     >>> model.annotate(adata)
@@ -111,7 +113,9 @@ class SCBiGNN(BaseModelClass):
         super().__init__(adata)
         X, var_names = self._expression(None)
         if genes is None:
-            genes = select_genes(log_normalize(X, self._data_format), var_names, n_top_genes, gene_selection)
+            genes = select_genes(
+                log_normalize(X, self._data_format), var_names, n_top_genes, gene_selection
+            )
         genes = [str(g) for g in genes]
         self.n_neighbors = n_neighbors
         self.seed = seed
@@ -215,11 +219,15 @@ class SCBiGNN(BaseModelClass):
         setup_method_args = cls._get_setup_method_args(**locals())
         rna = (modalities or {}).get("rna_layer", "rna")
         if rna not in mdata.mod:
-            raise KeyError(f"MuData has no modality {rna!r}; its modalities are {list(mdata.mod)}. "
-                           "Name the RNA one with modalities={'rna_layer': ...}.")
+            raise KeyError(
+                f"MuData has no modality {rna!r}; its modalities are {list(mdata.mod)}. "
+                "Name the RNA one with modalities={'rna_layer': ...}."
+            )
         _check_setup(mdata[rna], labels_key, unlabeled_category, layer, data_format, kwargs)
         fields = [
-            MuDataLayerField(REGISTRY_KEYS.X_KEY, layer, mod_key=rna, is_count_data=False, mod_required=True),
+            MuDataLayerField(
+                REGISTRY_KEYS.X_KEY, layer, mod_key=rna, is_count_data=False, mod_required=True
+            ),
             MuDataLabelsWithUnlabeledObsField(
                 REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category, mod_key=rna
             ),
@@ -305,8 +313,19 @@ class SCBiGNN(BaseModelClass):
         sets, x = self._inputs(None)
         data = EMData(sets, x, labels, validation, validation_labels)
         config = EMConfig(
-            n_em_iterations, pretrain_epochs, q_epochs, p_epochs, lr_q, lr_p, weight_decay, batch_size,
-            max_genes, beta, pseudo_labels, self.n_neighbors, knn_method,
+            n_em_iterations,
+            pretrain_epochs,
+            q_epochs,
+            p_epochs,
+            lr_q,
+            lr_p,
+            weight_decay,
+            batch_size,
+            max_genes,
+            beta,
+            pseudo_labels,
+            self.n_neighbors,
+            knn_method,
         )
         torch.manual_seed(self.seed)
         self.history_ = EMTrainer(self.module, data, config, device, self.seed, progress_bar).fit()
@@ -409,11 +428,15 @@ class SCBiGNN(BaseModelClass):
         else:
             groups = np.asarray(groupby)
         per_group = self._attention(target, groups, batch_size)
-        table = pd.DataFrame({k: acc.importance() for k, acc in per_group.items()},
-                             index=pd.Index(self.genes, name="gene"))
+        table = pd.DataFrame(
+            {k: acc.importance() for k, acc in per_group.items()},
+            index=pd.Index(self.genes, name="gene"),
+        )
         return table.iloc[:, 0].rename("importance") if groupby is None else table
 
-    def _attention(self, target, groups: np.ndarray, batch_size: int) -> dict[str, AttentionAccumulator]:
+    def _attention(
+        self, target, groups: np.ndarray, batch_size: int
+    ) -> dict[str, AttentionAccumulator]:
         """An :class:`AttentionAccumulator` per group of cells."""
         sets, x = self._inputs(target)
         out = {}
@@ -478,17 +501,29 @@ class SCBiGNN(BaseModelClass):
         pred = out["probs_p"].argmax(1)
         rna.obs[key_added] = pd.Categorical.from_codes(pred, categories=classes)
         rna.obs[f"{key_added}_confidence"] = out["probs_p"].max(1)
-        rna.obs[f"{key_added}_q"] = pd.Categorical.from_codes(out["probs_q"].argmax(1), categories=classes)
+        rna.obs[f"{key_added}_q"] = pd.Categorical.from_codes(
+            out["probs_q"].argmax(1), categories=classes
+        )
         rna.obsm[f"X_{key_added}"] = out["h"]
-        rna.obsm[f"{key_added}_probabilities"] = pd.DataFrame(out["probs_p"], index=rna.obs_names, columns=classes)
+        rna.obsm[f"{key_added}_probabilities"] = pd.DataFrame(
+            out["probs_p"], index=rna.obs_names, columns=classes
+        )
         if gene_importance:
             per_type = self._attention(target, classes[pred].to_numpy(), batch_size=32)
             genes = pd.Index(self.genes)
             table = pd.DataFrame({k: a.importance() for k, a in per_type.items()}, index=genes)
             overall = functools.reduce(lambda a, b: a.merge(b), per_type.values()).importance()
-            rna.var[f"{key_added}_importance"] = pd.Series(overall, index=genes).reindex(rna.var_names).to_numpy()
-            rna.varm[f"{key_added}_importance"] = table.reindex(index=rna.var_names, columns=classes)
-        rna.uns[key_added] = {"classes": list(classes), "model": "p_theta", "n_neighbors": self.n_neighbors}
+            rna.var[f"{key_added}_importance"] = (
+                pd.Series(overall, index=genes).reindex(rna.var_names).to_numpy()
+            )
+            rna.varm[f"{key_added}_importance"] = table.reindex(
+                index=rna.var_names, columns=classes
+            )
+        rna.uns[key_added] = {
+            "classes": list(classes),
+            "model": "p_theta",
+            "n_neighbors": self.n_neighbors,
+        }
         if isinstance(target, MuData):
             target.update()
         return target if copy else None
@@ -497,7 +532,9 @@ class SCBiGNN(BaseModelClass):
     @property
     def genes(self) -> list[str]:
         """The model's genes, in the order of its gene embeddings."""
-        return list(self.init_params_["non_kwargs"]["genes"]) if hasattr(self, "init_params_") else []
+        return (
+            list(self.init_params_["non_kwargs"]["genes"]) if hasattr(self, "init_params_") else []
+        )
 
     @property
     def classes(self) -> list[str]:
@@ -520,11 +557,15 @@ class SCBiGNN(BaseModelClass):
         key = self.adata_manager.registry["setup_args"]["labels_key"]
         present = np.unique(codes[codes >= 0])
         if len(present) == 0:
-            raise ValueError(f"No labelled cells: every cell of obs[{key!r}] is the unlabeled_category. "
-                             "SCBiGNN needs a labelled reference.")
+            raise ValueError(
+                f"No labelled cells: every cell of obs[{key!r}] is the unlabeled_category. "
+                "SCBiGNN needs a labelled reference."
+            )
         if len(present) < 2:
-            raise ValueError(f"Only one cell type ({self._label_mapping()[present[0]]!r}) is labelled in "
-                             f"obs[{key!r}]; a classifier needs at least two.")
+            raise ValueError(
+                f"Only one cell type ({self._label_mapping()[present[0]]!r}) is labelled in "
+                f"obs[{key!r}]; a classifier needs at least two."
+            )
         return codes
 
     def _target(self, adata: AnnData | MuData | None) -> AnnData | MuData:
@@ -568,7 +609,9 @@ class SCBiGNN(BaseModelClass):
         out = {"h": h, "probs_q": softmax(logits_q), "obs_names": self._rna(target).obs_names}
         if with_p:
             graph = knn_graph(h, self.n_neighbors, getattr(self, "knn_method_", "auto"), self.seed)
-            logits_p, out["h_prime"] = p_inference(self.module, x, h, row_normalized_adjacency(graph, self.device))
+            logits_p, out["h_prime"] = p_inference(
+                self.module, x, h, row_normalized_adjacency(graph, self.device)
+            )
             out["probs_p"] = softmax(logits_p)
         return out
 
@@ -585,20 +628,26 @@ def _check_setup(adata, labels_key, unlabeled_category, layer, data_format, kwar
     if transfer:
         kwargs.setdefault("allow_missing_labels", True)
     elif labels_key not in adata.obs:
-        raise KeyError(f"labels_key {labels_key!r} is not a column of adata.obs (columns: "
-                       f"{list(adata.obs.columns)}). Put the cell types there, with "
-                       f"{unlabeled_category!r} for the cells to annotate.")
+        raise KeyError(
+            f"labels_key {labels_key!r} is not a column of adata.obs (columns: "
+            f"{list(adata.obs.columns)}). Put the cell types there, with "
+            f"{unlabeled_category!r} for the cells to annotate."
+        )
     if labels_key in adata.obs and adata.obs[labels_key].isna().any():
-        raise ValueError(f"obs[{labels_key!r}] has {int(adata.obs[labels_key].isna().sum())} missing "
-                         f"values. Fill them with the unlabeled_category, e.g. "
-                         f"adata.obs[{labels_key!r}] = adata.obs[{labels_key!r}].astype(object).fillna({unlabeled_category!r}).")
+        raise ValueError(
+            f"obs[{labels_key!r}] has {int(adata.obs[labels_key].isna().sum())} missing "
+            f"values. Fill them with the unlabeled_category, e.g. "
+            f"adata.obs[{labels_key!r}] = adata.obs[{labels_key!r}].astype(object).fillna({unlabeled_category!r})."
+        )
     if layer is not None and layer not in adata.layers:
         raise KeyError(f"layer {layer!r} is not in adata.layers ({list(adata.layers)}).")
     X = adata.layers[layer] if layer is not None else adata.X
     check_expression(X, data_format, f"layers[{layer!r}]" if layer else "adata.X")
 
 
-def _validation_split(labels: np.ndarray, labelled: np.ndarray, size: float, seed: int) -> np.ndarray:
+def _validation_split(
+    labels: np.ndarray, labelled: np.ndarray, size: float, seed: int
+) -> np.ndarray:
     """Stratified held-out share of the labelled cells (types with one cell stay in training)."""
     if size <= 0:
         return np.array([], dtype=np.int64)

@@ -95,7 +95,9 @@ def select_genes(
         score = np.asarray(X_norm.multiply(X_norm).mean(axis=0)).ravel() - mean**2
     elif flavor == "cell_ranger":
         tmp = AnnData(X_norm, var=pd.DataFrame(index=pd.Index(names.astype(str))))
-        stats = sc.pp.highly_variable_genes(tmp, flavor="cell_ranger", n_top_genes=min(n_top_genes, len(names)), inplace=False)
+        stats = sc.pp.highly_variable_genes(
+            tmp, flavor="cell_ranger", n_top_genes=min(n_top_genes, len(names)), inplace=False
+        )
         score = np.nan_to_num(stats["dispersions_norm"].to_numpy(), nan=-np.inf)
     else:
         raise ValueError(f"flavor must be 'variance' or 'cell_ranger', not {flavor!r}.")
@@ -103,7 +105,9 @@ def select_genes(
     return [str(g) for g in names[order[:n_top_genes]]]
 
 
-def align_genes(var_names: Sequence[str], genes: Sequence[str], min_overlap: float = 0.5) -> np.ndarray:
+def align_genes(
+    var_names: Sequence[str], genes: Sequence[str], min_overlap: float = 0.5
+) -> np.ndarray:
     """Column of each model gene in ``var_names`` (-1 where missing), with checks on the overlap."""
     index = pd.Index(var_names)
     if not index.is_unique:

@@ -51,7 +51,9 @@ class EMData:
     history: list[dict] = field(default_factory=list)
 
 
-def _schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def _schedule(
+    optimizer: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up over 5% of the steps, then cosine decay to zero."""
     warm = max(1, int(0.05 * total_steps))
 
@@ -66,9 +68,9 @@ def _schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim
 def draw_targets(
     probs: np.ndarray, labels: np.ndarray, mode: PseudoLabels, rng: np.random.Generator
 ) -> np.ndarray:
-    """Targets for every cell: one-hot true labels, and pseudo-labels from ``probs`` elsewhere.
+    r"""Targets for every cell: one-hot true labels, and pseudo-labels from ``probs`` elsewhere.
 
-    ``"sample"`` draws :math:`\\hat y_i \\sim` ``probs`` (Eqs. 6 and 9), ``"argmax"`` takes the
+    ``"sample"`` draws :math:`\hat y_i \sim` ``probs`` (Eqs. 6 and 9), ``"argmax"`` takes the
     most likely class and ``"soft"`` keeps the distribution (the expectation in Eqs. 6 and 9).
     """
     n, c = probs.shape
@@ -89,7 +91,7 @@ def draw_targets(
 
 
 def _loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Weighted cross-entropy :math:`-\\sum_i w_i \\sum_c t_{ic} \\log q(c)` (Eqs. 6-7 and 9)."""
+    r"""Weighted cross-entropy :math:`-\sum_i w_i \sum_c t_{ic} \log q(c)` (Eqs. 6-7 and 9)."""
     nll = -(targets * F.log_softmax(logits, dim=-1)).sum(dim=-1)
     return (weights * nll).sum() / weights.sum()
 
@@ -119,7 +121,9 @@ def q_inference(
         part = order[start : start + batch_size]
         genes, values, mask = sets.batch(rows[part], device)
         xb = x[torch.as_tensor(rows[part], device=x.device)]
-        hb, attn = module.q.embed(genes, values, mask, xb, return_attention_weights=attention_hook is not None)
+        hb, attn = module.q.embed(
+            genes, values, mask, xb, return_attention_weights=attention_hook is not None
+        )
         if attention_hook is not None:
             attention_hook(rows[part], genes, mask, attn)
         logits[part] = module.q.classifier(hb).cpu().numpy()
@@ -146,7 +150,15 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class EMTrainer:
     """Pre-train q_phi, then alternate M-steps (p_theta) and E-steps (q_phi), section 3.5."""
 
-    def __init__(self, module: SCBiGNNModule, data: EMData, config: EMConfig, device, seed: int, progress_bar: bool):
+    def __init__(
+        self,
+        module: SCBiGNNModule,
+        data: EMData,
+        config: EMConfig,
+        device,
+        seed: int,
+        progress_bar: bool,
+    ):
         self.module, self.data, self.config, self.device = module, data, config, device
         self.rng = np.random.default_rng(seed)
         self.progress_bar = progress_bar
@@ -154,7 +166,9 @@ class EMTrainer:
         self._bar = None
 
     # --- one step each -------------------------------------------------------------------
-    def fit_q(self, stage: str, em_iteration: int, epochs: int, target_probs: np.ndarray | None) -> None:
+    def fit_q(
+        self, stage: str, em_iteration: int, epochs: int, target_probs: np.ndarray | None
+    ) -> None:
         """Train q_phi on true labels (weight beta) and, if given, pseudo-labels from p (Eqs. 6-7)."""
         cfg, data, q = self.config, self.data, self.module.q
         labelled = np.flatnonzero(data.labels >= 0)
@@ -165,7 +179,9 @@ class EMTrainer:
         uniform = np.full((self.n_cells, q.classifier[-1].out_features), 1.0, np.float32)
         for epoch in range(epochs):
             probs = uniform if target_probs is None else target_probs
-            targets = torch.as_tensor(draw_targets(probs, data.labels, cfg.pseudo_labels, self.rng), device=self.device)
+            targets = torch.as_tensor(
+                draw_targets(probs, data.labels, cfg.pseudo_labels, self.rng), device=self.device
+            )
             q.train()
             total = 0.0
             for part in data.sets.batches(rows, cfg.batch_size, self.rng):
@@ -181,16 +197,24 @@ class EMTrainer:
             val = self._validate_q()
             self._record(stage, em_iteration, "q", epoch, total / len(rows), val)
 
-    def fit_p(self, stage: str, em_iteration: int, h: np.ndarray, target_probs: np.ndarray) -> torch.Tensor:
+    def fit_p(
+        self, stage: str, em_iteration: int, h: np.ndarray, target_probs: np.ndarray
+    ) -> torch.Tensor:
         """Build the kNN graph on q's ``h`` and train p_theta on labels plus q's pseudo-labels (Eq. 9)."""
         cfg, data, p = self.config, self.data, self.module.p
-        adj = row_normalized_adjacency(knn_graph(h, cfg.n_neighbors, cfg.knn_method, int(self.rng.integers(2**31))), self.device)
+        adj = row_normalized_adjacency(
+            knn_graph(h, cfg.n_neighbors, cfg.knn_method, int(self.rng.integers(2**31))),
+            self.device,
+        )
         h_t = torch.as_tensor(h, device=self.device)
         weights = torch.ones(self.n_cells, device=self.device)
         opt = torch.optim.AdamW(p.parameters(), lr=cfg.lr_p, weight_decay=cfg.weight_decay)
         sched = _schedule(opt, cfg.p_epochs)
         for epoch in range(cfg.p_epochs):
-            targets = torch.as_tensor(draw_targets(target_probs, data.labels, cfg.pseudo_labels, self.rng), device=self.device)
+            targets = torch.as_tensor(
+                draw_targets(target_probs, data.labels, cfg.pseudo_labels, self.rng),
+                device=self.device,
+            )
             p.train()
             logits, _ = p(data.x, h_t, adj)
             loss = _loss(logits, targets, weights)
@@ -200,7 +224,12 @@ class EMTrainer:
             sched.step()
             val = None
             if len(data.validation) and (epoch == cfg.p_epochs - 1 or epoch % 20 == 0):
-                pred = logits.detach()[torch.as_tensor(data.validation, device=self.device)].argmax(1).cpu().numpy()
+                pred = (
+                    logits.detach()[torch.as_tensor(data.validation, device=self.device)]
+                    .argmax(1)
+                    .cpu()
+                    .numpy()
+                )
                 val = float(np.mean(pred == data.validation_labels))
             self._record(stage, em_iteration, "p", epoch, loss.item(), val, advance=False)
         self._advance(1)
@@ -218,14 +247,18 @@ class EMTrainer:
         q_steps = cfg.pretrain_epochs * math.ceil(n_labelled / cfg.batch_size) + (
             cfg.n_em_iterations * cfg.q_epochs * math.ceil(self.n_cells / cfg.batch_size)
         )
-        opt = torch.optim.AdamW(self.module.q.parameters(), lr=cfg.lr_q, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(
+            self.module.q.parameters(), lr=cfg.lr_q, weight_decay=cfg.weight_decay
+        )
         self._q_optim = (opt, _schedule(opt, max(q_steps, 1)))
         total = cfg.pretrain_epochs + cfg.n_em_iterations * (1 + cfg.q_epochs)
         with tqdm(total=total, disable=not self.progress_bar, desc="scBiGNN", unit="epoch") as bar:
             self._bar = bar
             self.fit_q("pretrain", 0, cfg.pretrain_epochs, None)
             for it in range(1, cfg.n_em_iterations + 1):
-                logits_q, h = q_inference(self.module, self.data.sets, self.data.x, device=self.device)
+                logits_q, h = q_inference(
+                    self.module, self.data.sets, self.data.x, device=self.device
+                )
                 adj = self.fit_p("M", it, h, softmax(logits_q))  # M-step: q fixed, p learns
                 logits_p, _ = p_inference(self.module, self.data.x, h, adj)
                 self.fit_q("E", it, cfg.q_epochs, softmax(logits_p))  # E-step: p fixed, q learns
@@ -234,20 +267,35 @@ class EMTrainer:
     def _validate_q(self) -> float | None:
         if not len(self.data.validation):
             return None
-        logits, _ = q_inference(self.module, self.data.sets, self.data.x, self.data.validation, device=self.device)
+        logits, _ = q_inference(
+            self.module, self.data.sets, self.data.x, self.data.validation, device=self.device
+        )
         return float(np.mean(logits.argmax(1) == self.data.validation_labels))
 
     def _record(self, stage, em_iteration, model, epoch, loss, val, advance=True) -> None:
         self.data.history.append(
-            {"stage": stage, "em_iteration": em_iteration, "model": model, "epoch": epoch,
-             "train_loss": loss, "validation_accuracy": val}
+            {
+                "stage": stage,
+                "em_iteration": em_iteration,
+                "model": model,
+                "epoch": epoch,
+                "train_loss": loss,
+                "validation_accuracy": val,
+            }
         )
-        if self._bar is not None:
-            self._bar.set_postfix(stage=f"{stage}{em_iteration or ''}:{model}", loss=f"{loss:.3f}",
-                                  val_acc="-" if val is None else f"{val:.3f}")
         if advance:
             self._advance(1)
 
     def _advance(self, n: int) -> None:
-        if self._bar is not None:
-            self._bar.update(n)
+        if self._bar is None:
+            return
+        last = self.data.history[-1]
+        val = last["validation_accuracy"]
+        tag = f"{last['stage']}{last['em_iteration'] or ''}:{last['model']}"
+        self._bar.set_postfix(
+            stage=tag,
+            loss=f"{last['train_loss']:.3f}",
+            val_acc="-" if val is None else f"{val:.3f}",
+            refresh=False,
+        )
+        self._bar.update(n)

@@ -70,7 +70,11 @@ class GeneLevelGNN(nn.Module):
             for _ in range(n_layers)
         )
         self.alpha = nn.Parameter(torch.ones(n_genes)) if readout == "learnable" else None
-        self.linear = nn.Sequential(nn.Dropout(dropout), nn.Linear(n_genes, n_features)) if linear_path else None
+        self.linear = (
+            nn.Sequential(nn.Dropout(dropout), nn.Linear(n_genes, n_features))
+            if linear_path
+            else None
+        )
         self.norm = nn.LayerNorm(n_features)
         self.classifier = mlp(n_features, n_hidden, n_labels)
         # Small embeddings: with torch's std-1 default q stayed near the majority class.
@@ -113,7 +117,11 @@ class GeneLevelGNN(nn.Module):
         return self.norm(h), attentions
 
     def forward(
-        self, genes: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, x: torch.Tensor | None = None
+        self,
+        genes: torch.Tensor,
+        values: torch.Tensor,
+        mask: torch.Tensor,
+        x: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits of q_phi(y | x) (Eq. 1) and the cell representations ``h``."""
         h, _ = self.embed(genes, values, mask, x)

@@ -57,9 +57,20 @@ class SCBiGNNModule(nn.Module):
     ):
         super().__init__()
         self.q = GeneLevelGNN(
-            n_genes, n_labels, n_features, n_hidden, gene_layers, gene_heads, readout, True, dropout_q, linear_path
+            n_genes,
+            n_labels,
+            n_features,
+            n_hidden,
+            gene_layers,
+            gene_heads,
+            readout,
+            True,
+            dropout_q,
+            linear_path,
         )
-        self.p = CellLevelGNN(n_genes, n_features, n_labels, n_features, n_hidden, cell_layers, dropout_p)
+        self.p = CellLevelGNN(
+            n_genes, n_features, n_labels, n_features, n_hidden, cell_layers, dropout_p
+        )
         self.register_buffer("gene_mean", torch.zeros(n_genes))
         self.register_buffer("gene_std", torch.ones(n_genes))
 

@@ -32,7 +32,9 @@ class MeanAggregationConv(nn.Module):
         Dropout on the input features during training.
     """
 
-    def __init__(self, in_features: int, out_features: int, n_hidden: int = 32, dropout: float = 0.0):
+    def __init__(
+        self, in_features: int, out_features: int, n_hidden: int = 32, dropout: float = 0.0
+    ):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
