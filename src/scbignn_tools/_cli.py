@@ -64,6 +64,17 @@ def demo(args: argparse.Namespace) -> int:
         import matplotlib
 
         matplotlib.use("Agg")
+        # same order and colours for truth and prediction
+        order = [
+            c
+            for c in adata.obs["bulk_labels"].cat.categories
+            if c in adata.obs["scbignn"].cat.categories
+        ]
+        adata.obs["scbignn"] = adata.obs["scbignn"].cat.reorder_categories(order)
+        if "bulk_labels_colors" in adata.uns:
+            truth_colors = adata.uns["bulk_labels_colors"]
+            colors = dict(zip(adata.obs["bulk_labels"].cat.categories, truth_colors, strict=True))
+            adata.uns["scbignn_colors"] = [colors[c] for c in order]
         sc.pp.neighbors(adata, use_rep="X_scbignn")
         sc.tl.umap(adata, random_state=0)
         fig = sc.pl.umap(
