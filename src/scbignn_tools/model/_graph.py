@@ -64,3 +64,35 @@ def homophily(adj: sparse.spmatrix, labels: np.ndarray) -> float:
     keep = coo.row != coo.col
     labels = np.asarray(labels)
     return float(np.mean(labels[coo.row[keep]] == labels[coo.col[keep]]))
+
+
+def extend_graph(
+    adj: sparse.spmatrix,
+    h_graph: np.ndarray,
+    h_new: np.ndarray,
+    n_neighbors: int,
+    method: str = "auto",
+    seed: int = 0,
+) -> sparse.csr_matrix:
+    """Add cells to a kNN graph, each linked to itself and its ``n_neighbors`` nearest graph cells.
+
+    The graph cells keep their edges and get none to the new cells, so the new cells do not
+    change each other's (or the graph's) representations: p_theta on the result is inductive.
+    """
+    n, m = h_graph.shape[0], h_new.shape[0]
+    k = min(n_neighbors, n)
+    if method == "auto":
+        method = "exact" if n <= EXACT_MAX_CELLS else "pynndescent"
+    if method == "exact":
+        from sklearn.neighbors import NearestNeighbors
+
+        idx = NearestNeighbors(n_neighbors=k).fit(h_graph).kneighbors(h_new, return_distance=False)
+    else:
+        from pynndescent import NNDescent
+
+        idx, _ = NNDescent(h_graph, n_neighbors=k, random_state=seed, n_jobs=1).query(h_new, k=k)
+    rows = np.repeat(np.arange(m), k)
+    links = sparse.csr_matrix((np.ones(m * k, np.float32), (rows, idx.ravel())), shape=(m, n))
+    top = sparse.hstack([adj, sparse.csr_matrix((n, m), dtype=np.float32)])
+    bottom = sparse.hstack([links, sparse.identity(m, dtype=np.float32, format="csr")])
+    return sparse.csr_matrix(sparse.vstack([top, bottom]))

@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import tempfile
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -10,6 +13,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 from mudata import MuData
+from scipy import sparse
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import (
@@ -18,15 +22,23 @@ from scvi.data.fields import (
     MuDataLabelsWithUnlabeledObsField,
     MuDataLayerField,
 )
-from scvi.model.base import BaseModelClass
+from scvi.model.base import ArchesMixin, BaseModelClass
 from sklearn.model_selection import train_test_split
 
 from scbignn_tools.module import SCBiGNNModule
 
+from ._calibration import calibrate
 from ._data import GeneSets
-from ._graph import knn_graph, row_normalized_adjacency
+from ._graph import extend_graph, knn_graph, row_normalized_adjacency
 from ._importance import AttentionAccumulator
-from ._preprocessing import DataFormat, check_expression, log_normalize, model_input, select_genes
+from ._preprocessing import (
+    DataFormat,
+    align_genes,
+    check_expression,
+    log_normalize,
+    model_input,
+    select_genes,
+)
 from ._training import EMConfig, EMData, EMTrainer, PseudoLabels, p_inference, q_inference, softmax
 from ._utils import resolve_device
 
@@ -34,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 
 class SCBiGNN(BaseModelClass):
-    """scBiGNN: bilevel gene- and cell-level GNNs for cell type annotation :cite:p:`Yang2023`.
+    """scBiGNN: bilevel gene- and cell-level GNNs for cell type annotation (Yang et al., 2023).
 
     q_phi, a gene-level GNN, learns each cell's representation ``h`` by self-attention among the
     cell's non-zero genes; p_theta, a cell-level GNN, classifies cells on a kNN graph of ``h``.
@@ -236,11 +248,81 @@ class SCBiGNN(BaseModelClass):
         adata_manager.register_fields(mdata, **kwargs)
         cls.register_manager(adata_manager)
 
+    # ------------------------------------------------------------------ query data
+    @classmethod
+    def prepare_query_anndata(
+        cls, adata: AnnData, reference: str | os.PathLike | SCBiGNN
+    ) -> AnnData:
+        """Return ``adata`` with the reference's genes, in its order (missing genes as zeros).
+
+        Checks first how many of the model's own genes the query has: a warning names the
+        missing share, and too low an overlap is an error that says why (Ensembl IDs against
+        symbols, another species' casing). Then pads and reorders with scvi-tools'
+        :meth:`~scvi.model.base.ArchesMixin.prepare_query_anndata`.
+
+        Parameters
+        ----------
+        adata
+            Query data with genes in ``var_names``.
+        reference
+            A trained model or the folder it was saved to.
+
+        Returns
+        -------
+        A new AnnData, ready for :meth:`load_query_data` or :meth:`load`.
+        """
+        genes = reference.genes if isinstance(reference, SCBiGNN) else _saved_genes(reference)
+        align_genes(adata.var_names, genes)
+        model = reference if isinstance(reference, SCBiGNN) else str(reference)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # scvi's own padding notice; ours is above
+            return ArchesMixin.prepare_query_anndata(adata, model, inplace=False)
+
+    @classmethod
+    def load_query_data(
+        cls,
+        adata: AnnData,
+        reference: str | os.PathLike | SCBiGNN,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+    ) -> SCBiGNN:
+        """A model for query cells, from a trained reference model, with no reference AnnData.
+
+        The result annotates the query at once by linking each query cell to its nearest
+        reference cells (inductive mode: :meth:`predict`, :meth:`annotate`). Calling its
+        :meth:`train` instead runs EM further with the query cells as unlabelled cells beside
+        the reference cells kept in the model (the paper's transductive setting): slower,
+        and usually more accurate under a shift between reference and query.
+
+        Parameters
+        ----------
+        adata
+            Query data of the same kind of values as the reference (counts or ``log1p``).
+            Genes are matched by name. Cells with a label in the reference's ``labels_key``
+            count as labelled; cells without the column are unlabelled.
+        reference
+            A trained model or the folder it was saved to.
+        accelerator
+            As in scvi-tools.
+        device
+            As in scvi-tools.
+
+        Returns
+        -------
+        A trained :class:`SCBiGNN` whose AnnData is the (gene-aligned) query.
+        """
+        query = cls.prepare_query_anndata(adata, reference)
+        if isinstance(reference, SCBiGNN):
+            with tempfile.TemporaryDirectory() as tmp:
+                reference.save(tmp, overwrite=True)
+                return cls.load(tmp, adata=query, accelerator=accelerator, device=device)
+        return cls.load(str(reference), adata=query, accelerator=accelerator, device=device)
+
     # ------------------------------------------------------------------ training
     def train(
         self,
         n_em_iterations: int = 3,
-        pretrain_epochs: int = 30,
+        pretrain_epochs: int | None = None,
         q_epochs: int = 10,
         p_epochs: int = 200,
         lr_q: float = 3e-3,
@@ -268,7 +350,8 @@ class SCBiGNN(BaseModelClass):
         n_em_iterations
             Number of EM iterations (the paper: 3).
         pretrain_epochs
-            Epochs of q_phi on the labelled cells before EM.
+            Epochs of q_phi on the labelled cells before EM; ``None`` is 30 for a new model and
+            0 for a query model from :meth:`load_query_data`, whose q_phi is already trained.
         q_epochs
             Epochs of q_phi in each E-step.
         p_epochs
@@ -302,16 +385,19 @@ class SCBiGNN(BaseModelClass):
         progress_bar
             Show a progress bar.
         """
-        labels = self._train_labels()
-        labelled = np.flatnonzero(labels >= 0)
-        validation = _validation_split(labels, labelled, validation_size, self.seed)
-        labels = labels.copy()
-        validation_labels = labels[validation]
-        labels[validation] = -1
         device = resolve_device(accelerator, devices)
         self.module.to(device)
-        sets, x = self._inputs(None)
-        data = EMData(sets, x, labels, validation, validation_labels)
+        query = self._is_query()
+        if pretrain_epochs is None:
+            pretrain_epochs = 0 if query else 30
+        x_in, labels, obs_names = self._graph_cells(query)
+        labelled = np.flatnonzero(labels >= 0)
+        validation = _validation_split(labels, labelled, validation_size, self.seed)
+        validation_labels = labels[validation]
+        train_labels = labels.copy()
+        train_labels[validation] = -1
+        x = self._standardize(x_in)
+        data = EMData(GeneSets(x_in), x, train_labels, validation, validation_labels)
         config = EMConfig(
             n_em_iterations,
             pretrain_epochs,
@@ -329,10 +415,15 @@ class SCBiGNN(BaseModelClass):
         )
         torch.manual_seed(self.seed)
         self.history_ = EMTrainer(self.module, data, config, device, self.seed, progress_bar).fit()
-        self.validation_indices_ = validation
         self.knn_method_ = knn_method
         self.is_trained_ = True
         self.module.eval()
+        # the final graph of p_theta, kept for prediction and for query cells (inductive mode)
+        logits_q, h = q_inference(self.module, data.sets, x, device=device)
+        adj = knn_graph(h, self.n_neighbors, knn_method, self.seed)
+        logits_p, _ = p_inference(self.module, x, h, row_normalized_adjacency(adj, device))
+        self.reference_ = {"x": x_in, "h": h, "adj": adj, "labels": labels, "obs_names": obs_names}
+        self.calibration_ = calibrate(logits_q[validation], logits_p[validation], validation_labels)
 
     # ------------------------------------------------------------------ outputs
     def predict(
@@ -451,6 +542,8 @@ class SCBiGNN(BaseModelClass):
         adata: AnnData | None = None,
         *,
         key_added: str = "scbignn",
+        unknown_threshold: float | None = 0.5,
+        unknown_label: str = "Unknown",
         gene_importance: bool = True,
         copy: bool = False,
         batch_size: int = 256,
@@ -463,6 +556,11 @@ class SCBiGNN(BaseModelClass):
             Data to annotate; ``None`` annotates the AnnData of the model.
         key_added
             Prefix of every key written.
+        unknown_threshold
+            Cells whose p_theta confidence (calibrated, see :attr:`calibration_`) is below this
+            get ``unknown_label`` instead of a cell type; ``None`` labels every cell.
+        unknown_label
+            Label of rejected cells.
         gene_importance
             Also compute the attention-derived gene importances (one more pass over the cells).
         copy
@@ -476,7 +574,7 @@ class SCBiGNN(BaseModelClass):
         modality):
 
         ``obs[key_added]``
-            p_theta's cell type (categorical).
+            p_theta's cell type (categorical), or ``unknown_label`` below ``unknown_threshold``.
         ``obs[f"{key_added}_confidence"]``
             p_theta's probability of that type.
         ``obs[f"{key_added}_q"]``
@@ -499,8 +597,13 @@ class SCBiGNN(BaseModelClass):
         rna = self._rna(target)
         classes = pd.Index(self.classes)
         pred = out["probs_p"].argmax(1)
-        rna.obs[key_added] = pd.Categorical.from_codes(pred, categories=classes)
-        rna.obs[f"{key_added}_confidence"] = out["probs_p"].max(1)
+        confidence = out["probs_p"].max(1)
+        labels = pd.Categorical.from_codes(pred, categories=classes)
+        if unknown_threshold is not None:
+            labels = labels.add_categories([unknown_label])
+            labels[confidence < unknown_threshold] = unknown_label
+        rna.obs[key_added] = labels
+        rna.obs[f"{key_added}_confidence"] = confidence
         rna.obs[f"{key_added}_q"] = pd.Categorical.from_codes(
             out["probs_q"].argmax(1), categories=classes
         )
@@ -523,6 +626,7 @@ class SCBiGNN(BaseModelClass):
             "classes": list(classes),
             "model": "p_theta",
             "n_neighbors": self.n_neighbors,
+            "unknown_threshold": -1.0 if unknown_threshold is None else unknown_threshold,
         }
         if isinstance(target, MuData):
             target.update()
@@ -593,27 +697,83 @@ class SCBiGNN(BaseModelClass):
         mods = self.adata_manager.registry["setup_args"].get("modalities")
         return None if mods is None else mods.get("rna_layer", "rna")
 
-    def _inputs(self, adata: AnnData | MuData | None) -> tuple[GeneSets, torch.Tensor]:
+    def _inputs(self, adata: AnnData | MuData | None, standardize: bool = True):
         """q_phi's gene sets and the standardised expression (on the model's device)."""
         X, var_names = self._expression(None if adata is self.adata else adata)
         x_in = model_input(X, var_names, self.genes, self._data_format)
-        x = self.module.standardize(torch.as_tensor(x_in.toarray(), device=self.device))
-        return GeneSets(x_in), x
+        if not standardize:
+            return x_in
+        return GeneSets(x_in), self._standardize(x_in)
 
     def _infer(self, adata, batch_size: int, with_p: bool) -> dict:
-        """One q_phi pass (and p_theta on the kNN graph of its ``h``) over the cells of ``adata``."""
+        """q_phi over the cells of ``adata`` and, with ``with_p``, p_theta on its graph.
+
+        Cells of the trained graph are predicted on it; other cells are linked to their
+        nearest graph cells (inductive mode, see :func:`~scbignn_tools.model.extend_graph`).
+        """
         self._check_if_trained(warn=False)
         target = self._target(adata)
         sets, x = self._inputs(target)
         logits_q, h = q_inference(self.module, sets, x, None, batch_size, self.device)
-        out = {"h": h, "probs_q": softmax(logits_q), "obs_names": self._rna(target).obs_names}
+        temp = getattr(self, "calibration_", {})
+        out = {
+            "h": h,
+            "probs_q": softmax(logits_q / temp.get("temperature_q", 1.0)),
+            "obs_names": self._rna(target).obs_names,
+        }
         if with_p:
-            graph = knn_graph(h, self.n_neighbors, getattr(self, "knn_method_", "auto"), self.seed)
-            logits_p, out["h_prime"] = p_inference(
-                self.module, x, h, row_normalized_adjacency(graph, self.device)
+            ref = self.reference_
+            n_graph, n = len(ref["obs_names"]), len(out["obs_names"])
+            x_graph = self._standardize(ref["x"])
+            if (
+                n <= n_graph
+                and np.array_equal(ref["obs_names"][n_graph - n :], out["obs_names"])
+                and target is self.adata
+            ):
+                x_all, h_all, adj = x_graph, ref["h"], ref["adj"]
+            else:
+                x_all, h_all = torch.cat([x_graph, x]), np.vstack([ref["h"], h])
+                adj = extend_graph(
+                    ref["adj"], ref["h"], h, self.n_neighbors, self.knn_method_, self.seed
+                )
+            logits_p, h_prime = p_inference(
+                self.module, x_all, h_all, row_normalized_adjacency(adj, self.device)
             )
-            out["probs_p"] = softmax(logits_p)
+            out["probs_p"] = softmax(logits_p[-n:] / temp.get("temperature_p", 1.0))
+            out["h_prime"] = h_prime[-n:]
         return out
+
+    def _standardize(self, x_in) -> torch.Tensor:
+        return self.module.standardize(torch.as_tensor(x_in.toarray(), device=self.device))
+
+    def _is_query(self) -> bool:
+        """Whether this model was trained on other cells than its AnnData's (``load_query_data``)."""
+        ref = getattr(self, "reference_", None)
+        if not self.is_trained_ or ref is None:
+            return False
+        names = self._rna(self.adata).obs_names
+        return not (
+            len(names) <= len(ref["obs_names"])
+            and np.array_equal(ref["obs_names"][-len(names) :], names)
+        )
+
+    def _graph_cells(self, query: bool):
+        """Normalised expression, label codes and names of the cells to train on."""
+        own_x = self._inputs(None, standardize=False)
+        if not query:
+            return own_x, self._train_labels(), np.asarray(self._rna(self.adata).obs_names)
+        ref = self.reference_
+        codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY)).ravel()
+        own_labels = np.where(codes >= len(self._label_mapping()), -1, codes).astype(np.int64)
+        labels = np.concatenate([ref["labels"], own_labels])
+        names = np.concatenate([ref["obs_names"], np.asarray(self._rna(self.adata).obs_names)])
+        return sparse.vstack([ref["x"], own_x]).tocsr(), labels, names
+
+
+def _saved_genes(path: str | os.PathLike) -> list[str]:
+    """The genes of a model saved to ``path``, read without building the model."""
+    saved = torch.load(os.path.join(path, "model.pt"), map_location="cpu", weights_only=False)
+    return list(saved["attr_dict"]["init_params_"]["non_kwargs"]["genes"])
 
 
 def _rna(adata: AnnData | MuData, mod: str | None = None) -> AnnData:

@@ -1,0 +1,52 @@
+"""Temperature scaling and calibration error of predicted probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._training import softmax
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature ``T`` minimising the NLL of ``softmax(logits / T)`` on held-out labels (Guo et al., 2017)."""
+    z = torch.as_tensor(logits, dtype=torch.float64)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.detach().exp().clamp(1e-2, 1e3))
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
+    """Expected calibration error: mean gap between confidence and accuracy over confidence bins."""
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in np.unique(bins):
+        sel = bins == b
+        ece += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
+    return float(ece)
+
+
+def calibrate(logits_q: np.ndarray, logits_p: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Temperatures of q_phi and p_theta on held-out labelled cells, with ECE before and after."""
+    out: dict[str, float] = {"n_cells": int(len(labels))}
+    for name, logits in (("q", logits_q), ("p", logits_p)):
+        if len(labels) < 10:  # too few held-out cells to fit a temperature
+            out[f"temperature_{name}"] = 1.0
+            continue
+        t = fit_temperature(logits, labels)
+        out[f"temperature_{name}"] = t
+        out[f"ece_{name}_before"] = expected_calibration_error(softmax(logits), labels)
+        out[f"ece_{name}_after"] = expected_calibration_error(softmax(logits / t), labels)
+    return out

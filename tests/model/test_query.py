@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scbignn_tools.model import SCBiGNN
+from scbignn_tools.model._calibration import expected_calibration_error, fit_temperature
+
+FAST = {
+    "n_em_iterations": 1,
+    "pretrain_epochs": 15,
+    "q_epochs": 2,
+    "p_epochs": 30,
+    "progress_bar": False,
+}
+SMALL = {"n_top_genes": 100, "n_features": 16, "n_hidden": 16, "gene_layers": 1, "n_neighbors": 5}
+
+
+@pytest.fixture
+def reference_and_query(tiny, tmp_path):
+    rng = np.random.default_rng(1)
+    is_query = rng.random(tiny.n_obs) < 0.3
+    ref = tiny[~is_query].copy()
+    query = tiny[is_query].copy()
+    del query.obs["labels"]
+    query = query[:, rng.permutation(query.n_vars)].copy()  # other gene order
+    SCBiGNN.setup_anndata(ref, labels_key="labels", unlabeled_category="Unknown")
+    model = SCBiGNN(ref, **SMALL)
+    model.train(validation_size=0.2, **FAST)
+    model.save(tmp_path / "ref")
+    return model, query, tmp_path / "ref"
+
+
+def test_temperature_scaling_fits_overconfident_logits():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 500)
+    logits = rng.normal(size=(500, 3))
+    logits[np.arange(500), labels] += 1.0
+    t = fit_temperature(logits * 10, labels)  # ten times too confident
+    assert 8 < t < 12
+    probs = lambda z: np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    assert expected_calibration_error(probs(logits * 10 / t), labels) < expected_calibration_error(
+        probs(logits * 10), labels
+    )
+
+
+def test_model_records_calibration(reference_and_query):
+    model, _, _ = reference_and_query
+    cal = model.calibration_
+    assert cal["n_cells"] > 0 and cal["temperature_p"] > 0 and cal["temperature_q"] > 0
+    assert {"ece_p_before", "ece_p_after"} <= set(cal)
+
+
+def test_inductive_query_from_disk_needs_no_reference_anndata(reference_and_query):
+    model, query, path = reference_and_query
+    qmodel = SCBiGNN.load_query_data(query, path)
+    pred = qmodel.predict()
+    assert pred.shape == (query.n_obs,)
+    # inductive: a query cell's label does not depend on the other query cells
+    part = query[:7].copy()
+    np.testing.assert_allclose(
+        qmodel.predict(part, soft=True).to_numpy(),
+        qmodel.predict(soft=True).to_numpy()[:7],
+        rtol=1e-4,
+        atol=1e-6,
+    )
+    # same as the in-memory reference model predicting the query
+    np.testing.assert_array_equal(model.predict(query), pred)
+    acc = np.mean(pred == query.obs["cell_type"].to_numpy())
+    assert acc > 0.8
+
+
+def test_transductive_query_training(reference_and_query):
+    model, query, path = reference_and_query
+    qmodel = SCBiGNN.load_query_data(query, path)
+    qmodel.train(**{**FAST, "pretrain_epochs": None})
+    assert (qmodel.history_["stage"] == "pretrain").sum() == 0  # q_phi is not pre-trained again
+    assert len(qmodel.reference_["obs_names"]) == model.adata.n_obs + query.n_obs
+    assert qmodel.predict().shape == (query.n_obs,)
+    out = qmodel.annotate(copy=True, gene_importance=False)
+    assert "scbignn" in out.obs
+
+
+def test_rejection_threshold(reference_and_query):
+    model, query, _ = reference_and_query
+    everyone = model.annotate(query, unknown_threshold=1.01, gene_importance=False, copy=True)
+    assert (everyone.obs["scbignn"] == "Unknown").all()
+    nobody = model.annotate(query, unknown_threshold=None, gene_importance=False, copy=True)
+    assert (nobody.obs["scbignn"] != "Unknown").all()
+
+
+def test_query_gene_overlap_errors(reference_and_query):
+    model, query, path = reference_and_query
+    renamed = query.copy()
+    renamed.var_names = [g.upper() for g in renamed.var_names]
+    with pytest.raises(ValueError, match="case"):
+        SCBiGNN.prepare_query_anndata(renamed, path)
+    partial = query[:, : int(query.n_vars * 0.8)].copy()
+    with pytest.warns(UserWarning, match="missing from the data"):
+        SCBiGNN.prepare_query_anndata(partial, model)
