@@ -89,6 +89,83 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read(path: str):
+    import anndata as ad
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path} does not exist.")
+    return ad.read_h5ad(path)
+
+
+def train(args: argparse.Namespace) -> int:
+    """Train a model on a labelled reference and save it."""
+    from scbignn_tools.model import SCBiGNN
+
+    adata = _read(args.reference)
+    SCBiGNN.setup_anndata(
+        adata,
+        labels_key=args.labels_key,
+        unlabeled_category=args.unlabeled_category,
+        layer=args.layer,
+        data_format=args.data_format,
+    )
+    model = SCBiGNN(adata, n_top_genes=args.n_top_genes, seed=args.seed)
+    print(model)
+    model.train(n_em_iterations=args.em_iterations, pretrain_epochs=args.pretrain_epochs)
+    model.save(args.out, overwrite=args.overwrite)
+    cal = model.calibration_
+    if "ece_p_after" in cal:
+        print(
+            f"calibration on {cal['n_cells']} held-out cells: ECE {cal['ece_p_before']:.3f} -> {cal['ece_p_after']:.3f}"
+        )
+    print(f"saved model to {args.out}")
+    return 0
+
+
+def annotate(args: argparse.Namespace) -> int:
+    """Annotate a query with a saved model, inductively or by further EM (transductive)."""
+    import pandas as pd
+
+    from scbignn_tools.model import SCBiGNN
+
+    query = _read(args.query)
+    if not Path(args.model, "model.pt").exists():
+        raise FileNotFoundError(
+            f"{args.model} holds no saved model (model.pt); train one with `scbignn train`."
+        )
+    model = SCBiGNN.load_query_data(query, args.model)
+    if args.mode == "transductive":
+        model.train(n_em_iterations=args.em_iterations)
+    threshold = None if args.unknown_threshold < 0 else args.unknown_threshold
+    model.annotate(
+        key_added=args.key_added,
+        unknown_threshold=threshold,
+        gene_importance=not args.no_importance,
+    )
+    out = model.adata
+    for key in (args.key_added, f"{args.key_added}_confidence"):  # back onto the query's own genes
+        query.obs[key] = out.obs[key].to_numpy()
+    query.obsm[f"X_{args.key_added}"] = out.obsm[f"X_{args.key_added}"]
+    if not args.no_importance:
+        query.var[f"{args.key_added}_importance"] = (
+            out.var[f"{args.key_added}_importance"].reindex(query.var_names).to_numpy()
+        )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    query.write_h5ad(args.out)
+    csv = args.csv or str(Path(args.out).with_suffix(".csv"))
+    pd.DataFrame(
+        {
+            "label": query.obs[args.key_added].astype(str),
+            "confidence": query.obs[f"{args.key_added}_confidence"],
+        },
+        index=query.obs_names,
+    ).to_csv(csv)
+    counts = query.obs[args.key_added].value_counts()
+    print(counts.to_string())
+    print(f"wrote {args.out} and {csv}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``scbignn``."""
     parser = argparse.ArgumentParser(prog="scbignn", description="scBiGNN cell type annotation.")
@@ -99,6 +176,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a few epochs only (for tests)")
     p.add_argument("--no-figure", action="store_true", help="skip the UMAP figure")
     p.set_defaults(func=demo)
+
+    p = sub.add_parser("train", help="train a model on a labelled reference .h5ad and save it")
+    p.add_argument("reference", help="reference .h5ad")
+    p.add_argument("--labels-key", required=True, help="obs column with the cell types")
+    p.add_argument("--unlabeled-category", default="Unknown", help="label of cells without a type")
+    p.add_argument("--layer", default=None, help="layer with the counts (default: X)")
+    p.add_argument("--data-format", choices=["counts", "log1p"], default="counts")
+    p.add_argument("--n-top-genes", type=int, default=1000)
+    p.add_argument("--em-iterations", type=int, default=3)
+    p.add_argument("--pretrain-epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="folder to save the model to")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=train)
+
+    p = sub.add_parser("annotate", help="annotate a query .h5ad with a saved model")
+    p.add_argument("query", help="query .h5ad (same kind of values as the reference)")
+    p.add_argument("--model", required=True, help="folder of a model saved by `scbignn train`")
+    p.add_argument("--out", required=True, help="annotated .h5ad to write")
+    p.add_argument(
+        "--csv", default=None, help="CSV of labels and confidences (default: next to --out)"
+    )
+    p.add_argument(
+        "--mode",
+        choices=["inductive", "transductive"],
+        default="inductive",
+        help="inductive: link query cells to the stored reference (fast); "
+        "transductive: run EM further with the query cells unlabelled (slower)",
+    )
+    p.add_argument(
+        "--em-iterations", type=int, default=1, help="EM iterations in transductive mode"
+    )
+    p.add_argument(
+        "--unknown-threshold",
+        type=float,
+        default=0.5,
+        help="confidence below which a cell is 'Unknown' (negative: never)",
+    )
+    p.add_argument("--key-added", default="scbignn")
+    p.add_argument("--no-importance", action="store_true", help="skip the gene importances")
+    p.set_defaults(func=annotate)
     return parser
 
 
