@@ -1,10 +1,14 @@
 """The scBiGNN model class and its AnnData-free helpers."""
 
-from ._graph import homophily, knn_graph, row_normalized_adjacency
+from ._calibration import expected_calibration_error, fit_temperature
+from ._graph import extend_graph, homophily, knn_graph, row_normalized_adjacency
 from ._model import SCBiGNN
 from ._preprocessing import check_expression, log_normalize, select_genes
 
 __all__ = [
+    "expected_calibration_error",
+    "extend_graph",
+    "fit_temperature",
     "SCBiGNN",
     "check_expression",
     "homophily",

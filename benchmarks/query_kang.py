@@ -1,0 +1,262 @@
+"""Reference-to-query annotation on Kang 2018 PBMC: train on CTRL cells, annotate STIM cells.
+
+Regenerate (about 25 minutes on 2 cores)::
+
+    .venv/bin/pip install -e ".[benchmark]"
+    .venv/bin/python benchmarks/query_kang.py --out benchmarks/results
+
+Writes ``kang_query.csv`` and ``kang_query.md`` (accuracy, macro-F1, wall time and peak memory
+per method; the held-out-type experiment) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scanpy as sc
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.preprocessing import StandardScaler
+
+from scbignn_tools.model import SCBiGNN
+
+KEY = "cell_type"
+
+
+def peak_mb() -> int:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def lognorm(adata: ad.AnnData) -> ad.AnnData:
+    out = adata.copy()
+    sc.pp.normalize_total(out, target_sum=1e4)
+    sc.pp.log1p(out)
+    return out
+
+
+def run_scbignn(ref, query):
+    t0 = time.perf_counter()
+    SCBiGNN.setup_anndata(ref, labels_key="train_labels", unlabeled_category="Unknown")
+    model = SCBiGNN(ref)
+    model.train(progress_bar=False)
+    fit = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    qmodel = SCBiGNN.load_query_data(query, model)
+    inductive = qmodel.predict(soft=True)
+    t_ind = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    qmodel.train(progress_bar=False)
+    transductive = qmodel.predict(soft=True)
+    t_trans = time.perf_counter() - t0
+    return model, {
+        "scBiGNN inductive (p_theta)": (inductive, fit + t_ind),
+        "scBiGNN transductive (p_theta, EM on CTRL + STIM)": (transductive, fit + t_trans),
+    }
+
+
+def run_logreg(ref, query):
+    t0 = time.perf_counter()
+    r, q = lognorm(ref), lognorm(query)
+    sc.pp.highly_variable_genes(r, n_top_genes=2000, flavor="seurat")
+    genes = r.var_names[r.var["highly_variable"]]
+    scaler = StandardScaler().fit(r[:, genes].X.toarray())
+    clf = LogisticRegression(max_iter=1000).fit(
+        scaler.transform(r[:, genes].X.toarray()), ref.obs[KEY]
+    )
+    pred = clf.predict(scaler.transform(q[:, genes].X.toarray()))
+    return pred, time.perf_counter() - t0
+
+
+class OvRLogisticRegression(OneVsRestClassifier):
+    """CellTypist's 'ovr' logistic regression for scikit-learn >= 1.8 (multi_class was removed)."""
+
+    def __init__(
+        self, C=1.0, solver="lbfgs", max_iter=1000, multi_class=None, n_jobs=None, **kwargs
+    ):
+        super().__init__(
+            LogisticRegression(C=C, solver=solver, max_iter=max_iter, **kwargs), n_jobs=n_jobs
+        )
+
+    @property
+    def coef_(self):
+        return np.vstack([e.coef_ for e in self.estimators_])
+
+    @property
+    def intercept_(self):
+        return np.concatenate([e.intercept_ for e in self.estimators_])
+
+
+def run_celltypist(ref, query):
+    import celltypist
+    import celltypist.train as ct_train
+
+    ct_train.LogisticRegression = OvRLogisticRegression
+    t0 = time.perf_counter()
+    r, q = lognorm(ref), lognorm(query)
+    model = celltypist.train(r, labels=KEY, n_jobs=1, feature_selection=False, max_iter=1000)
+    pred = celltypist.annotate(q, model=model, majority_voting=False).predicted_labels[
+        "predicted_labels"
+    ]
+    return pred.astype(str).to_numpy(), time.perf_counter() - t0
+
+
+def run_scanvi(ref, query):
+    import scvi
+
+    t0 = time.perf_counter()
+    both = ad.concat({"CTRL": ref, "STIM": query}, label="stim_set", index_unique=None)
+    both.obs["scanvi_labels"] = np.where(
+        both.obs["stim_set"] == "CTRL", both.obs[KEY].astype(str), "Unknown"
+    )
+    both.layers["counts"] = both.X.copy()
+    sc.pp.highly_variable_genes(
+        both, n_top_genes=2000, flavor="seurat_v3", layer="counts", subset=True
+    )
+    scvi.model.SCVI.setup_anndata(both, layer="counts")
+    vae = scvi.model.SCVI(both)
+    vae.train(max_epochs=100, enable_progress_bar=False)
+    lvae = scvi.model.SCANVI.from_scvi_model(
+        vae, unlabeled_category="Unknown", labels_key="scanvi_labels"
+    )
+    lvae.train(max_epochs=20, n_samples_per_label=100, enable_progress_bar=False)
+    pred = lvae.predict(both)[both.obs["stim_set"].to_numpy() == "STIM"]
+    return np.asarray(pred).astype(str), time.perf_counter() - t0
+
+
+def held_out_type(ctrl, stim, cell_type: str, thresholds=(0.5, 0.7, 0.9)) -> pd.DataFrame:
+    """Train without one type, annotate STIM: share of that type flagged Unknown vs known types rejected."""
+    ref = ctrl[ctrl.obs[KEY] != cell_type].copy()
+    ref.obs["train_labels"] = ref.obs[KEY].astype(str)
+    SCBiGNN.setup_anndata(ref, labels_key="train_labels", unlabeled_category="Unknown")
+    model = SCBiGNN(ref)
+    model.train(progress_bar=False)
+    conf = SCBiGNN.load_query_data(stim, model).predict(soft=True).max(axis=1).to_numpy()
+    novel = stim.obs[KEY].to_numpy() == cell_type
+    rows = []
+    for t in thresholds:
+        rows.append(
+            {
+                "held-out type": cell_type,
+                "threshold": t,
+                "held-out cells flagged Unknown": round(float(np.mean(conf[novel] < t)), 3),
+                "known-type cells wrongly rejected": round(float(np.mean(conf[~novel] < t)), 3),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data",
+        default=os.path.join(
+            os.environ.get("SCBIGNN_DATA", "../shared/data"), "kang2018_ifnb_pbmc.h5ad"
+        ),
+    )
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--methods", default="scbignn,logreg,celltypist,scanvi")
+    parser.add_argument(
+        "--held-out", default="B", help="cell type left out of the reference ('' to skip)"
+    )
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    adata = ad.read_h5ad(args.data)
+    adata.obs[KEY] = adata.obs[KEY].astype(str)
+    ctrl = adata[adata.obs["stim"] == "CTRL"].copy()
+    stim = adata[adata.obs["stim"] == "STIM"].copy()
+    truth = stim.obs[KEY].to_numpy()
+    query = stim.copy()
+    del query.obs[KEY]  # the query's labels are never seen
+    ref = ctrl.copy()
+    ref.obs["train_labels"] = ref.obs[KEY]
+
+    rows = []
+
+    def score(name, pred, seconds, note=""):
+        pred = np.asarray(pred).astype(str)
+        rows.append(
+            {
+                "method": name,
+                "accuracy": round(accuracy_score(truth, pred), 4),
+                "macro_F1": round(f1_score(truth, pred, average="macro"), 4),
+                "wall_s": round(seconds, 1),
+                "peak_rss_mb": peak_mb(),
+                "settings": note,
+            }
+        )
+        print(rows[-1], flush=True)
+
+    methods = args.methods.split(",")
+    if "scbignn" in methods:
+        model, results = run_scbignn(ref, query)
+        for name, (probs, secs) in results.items():
+            score(name, probs.idxmax(axis=1), secs, "defaults; 1000 cell_ranger genes")
+        cal = model.calibration_
+    if "logreg" in methods:
+        score(
+            "logistic regression",
+            *run_logreg(ctrl, query),
+            "log1p CP10k, 2000 seurat HVGs of CTRL, scaled",
+        )
+    if "celltypist" in methods:
+        score(
+            "CellTypist 1.7.1",
+            *run_celltypist(ctrl, query),
+            "all genes, no majority voting; OvR via OneVsRestClassifier",
+        )
+    if "scanvi" in methods:
+        score(
+            "scANVI (STIM unlabelled)",
+            *run_scanvi(ctrl, query),
+            "2000 seurat_v3 HVGs; scVI 100 + scANVI 20 epochs",
+        )
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "kang_query.csv", index=False)
+
+    lines = [
+        "# Kang 2018 PBMC: train on CTRL, annotate STIM",
+        "",
+        f"Command: `python benchmarks/query_kang.py --out {args.out}`. Machine: {os.cpu_count()} CPU cores, "
+        f"{platform.machine()}, torch {torch.__version__} ({torch.get_num_threads()} threads), no GPU. "
+        f"Date: {datetime.date.today()}. CTRL: {ctrl.n_obs} cells, STIM: {stim.n_obs} cells, {len(set(truth))} types.",
+        "",
+        table.to_markdown(index=False),
+    ]
+    if "scbignn" in methods and "ece_p_after" in cal:
+        lines += [
+            "",
+            f"Calibration of p_theta (temperature {cal['temperature_p']:.2f}, {cal['n_cells']} held-out CTRL cells): "
+            f"ECE {cal['ece_p_before']:.3f} before, {cal['ece_p_after']:.3f} after.",
+        ]
+    if args.held_out:
+        ho = held_out_type(
+            ctrl, stim, args.held_out
+        )  # labels_key is "train_labels": STIM stays unlabelled
+        ho.to_csv(out / "kang_held_out_type.csv", index=False)
+        lines += [
+            "",
+            f"## Unknown-cell rejection: '{args.held_out}' left out of the CTRL reference",
+            "",
+            ho.to_markdown(index=False),
+        ]
+    (out / "kang_query.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
