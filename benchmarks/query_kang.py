@@ -98,10 +98,11 @@ class OvRLogisticRegression(OneVsRestClassifier):
 
 
 def run_celltypist(ref, query):
-    import celltypist
-    import celltypist.train as ct_train
+    import sys
 
-    ct_train.LogisticRegression = OvRLogisticRegression
+    import celltypist
+
+    sys.modules["celltypist.train"].LogisticRegression = OvRLogisticRegression
     t0 = time.perf_counter()
     r, q = lognorm(ref), lognorm(query)
     model = celltypist.train(r, labels=KEY, n_jobs=1, feature_selection=False, max_iter=1000)
@@ -205,7 +206,7 @@ def main() -> None:
     if "scbignn" in methods:
         model, results = run_scbignn(ref, query)
         for name, (probs, secs) in results.items():
-            score(name, probs.idxmax(axis=1), secs, "defaults; 1000 cell_ranger genes")
+            score(name, probs.idxmax(axis=1), secs, "defaults; 2000 seurat_v3 genes of CTRL")
         cal = model.calibration_
     if "logreg" in methods:
         score(

@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unlabeled-category", default="Unknown", help="label of cells without a type")
     p.add_argument("--layer", default=None, help="layer with the counts (default: X)")
     p.add_argument("--data-format", choices=["counts", "log1p"], default="counts")
-    p.add_argument("--n-top-genes", type=int, default=1000)
+    p.add_argument("--n-top-genes", type=int, default=2000)
     p.add_argument("--em-iterations", type=int, default=3)
     p.add_argument("--pretrain-epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)

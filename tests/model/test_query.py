@@ -13,7 +13,7 @@ FAST = {
     "p_epochs": 30,
     "progress_bar": False,
 }
-SMALL = {"n_top_genes": 100, "n_features": 16, "n_hidden": 16, "gene_layers": 1, "n_neighbors": 5}
+SMALL = {"n_top_genes": 200, "n_features": 16, "n_hidden": 16, "gene_layers": 1, "n_neighbors": 5}
 
 
 @pytest.fixture

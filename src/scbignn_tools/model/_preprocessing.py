@@ -77,20 +77,35 @@ def select_genes(
     X_norm,
     var_names: Sequence[str],
     n_top_genes: int,
-    flavor: Literal["variance", "cell_ranger"] = "variance",
+    flavor: Literal["variance", "cell_ranger", "seurat_v3"] = "variance",
+    counts=None,
 ) -> list[str]:
-    """Drop all-zero genes and keep ``n_top_genes`` variable genes of the log-normalised data.
+    """Drop all-zero genes and keep ``n_top_genes`` variable genes.
 
-    ``"variance"`` ranks genes by variance, as the paper's section 2 does. ``"cell_ranger"``
-    ranks them by scanpy's mean-binned normalised dispersion
-    (``sc.pp.highly_variable_genes(flavor="cell_ranger")``), which does not favour genes that are
-    merely detected in about half of the cells.
+    ``"variance"`` ranks genes by the variance of the log-normalised data ``X_norm``, as the
+    paper's section 2 does. ``"cell_ranger"`` ranks them by scanpy's mean-binned normalised
+    dispersion of ``X_norm``; ``"seurat_v3"`` by scanpy's variance-stabilised variance of the raw
+    ``counts`` (needs the ``scikit-misc`` package). Both do not favour genes that are merely
+    detected in about half of the cells, as the variance on the ``s = 1e6`` scale does.
     """
     X_norm = sparse.csr_matrix(X_norm)
     expressed = np.flatnonzero(X_norm.getnnz(axis=0) > 0)
     names = np.asarray(var_names)[expressed]
     X_norm = X_norm[:, expressed]
-    if flavor == "variance":
+    if flavor == "seurat_v3":
+        if counts is None:
+            raise ValueError(
+                "gene_selection='seurat_v3' needs raw counts; use 'cell_ranger' for log1p data."
+            )
+        tmp = AnnData(
+            sparse.csr_matrix(counts)[:, expressed],
+            var=pd.DataFrame(index=pd.Index(names.astype(str))),
+        )
+        stats = sc.pp.highly_variable_genes(
+            tmp, flavor="seurat_v3", n_top_genes=min(n_top_genes, len(names)), inplace=False
+        )
+        score = -stats["highly_variable_rank"].fillna(np.inf).to_numpy()
+    elif flavor == "variance":
         mean = np.asarray(X_norm.mean(axis=0)).ravel()
         score = np.asarray(X_norm.multiply(X_norm).mean(axis=0)).ravel() - mean**2
     elif flavor == "cell_ranger":
@@ -100,7 +115,9 @@ def select_genes(
         )
         score = np.nan_to_num(stats["dispersions_norm"].to_numpy(), nan=-np.inf)
     else:
-        raise ValueError(f"flavor must be 'variance' or 'cell_ranger', not {flavor!r}.")
+        raise ValueError(
+            f"flavor must be 'variance', 'cell_ranger' or 'seurat_v3', not {flavor!r}."
+        )
     order = np.argsort(-score, kind="stable")
     return [str(g) for g in names[order[:n_top_genes]]]
 
