@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._gene_attention import mlp
+from ._gene_attention import mlp, reset_linear_layers
 
 
 class MeanAggregationConv(nn.Module):
@@ -45,10 +45,7 @@ class MeanAggregationConv(nn.Module):
 
     def reset_parameters(self) -> None:
         """Re-initialise all learnable parameters."""
-        self.lin.reset_parameters()
-        for layer in self.mlp:
-            if isinstance(layer, nn.Linear):
-                layer.reset_parameters()
+        reset_linear_layers(self)
 
     def forward(self, z: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
         """Apply Eq. 8 with the row-normalised adjacency ``adj``."""

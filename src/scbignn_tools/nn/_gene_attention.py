@@ -10,6 +10,13 @@ def mlp(n_in: int, n_hidden: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, n_hidden), nn.ReLU(), nn.Linear(n_hidden, n_out))
 
 
+def reset_linear_layers(module: nn.Module) -> None:
+    """Re-initialise every :class:`torch.nn.Linear` inside ``module``."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            layer.reset_parameters()
+
+
 class GeneSelfAttention(nn.Module):
     r"""Gene-gene self-attention layer of the gene-level GNN (scBiGNN Eq. 4).
 
@@ -71,10 +78,7 @@ class GeneSelfAttention(nn.Module):
 
     def reset_parameters(self) -> None:
         """Re-initialise all learnable parameters."""
-        self.lin.reset_parameters()
-        for layer in self.mlp:
-            if isinstance(layer, nn.Linear):
-                layer.reset_parameters()
+        reset_linear_layers(self)
         if isinstance(self.norm, nn.LayerNorm):
             self.norm.reset_parameters()
 
