@@ -81,12 +81,9 @@ def run_logreg(ref, query):
 class OvRLogisticRegression(OneVsRestClassifier):
     """CellTypist's 'ovr' logistic regression for scikit-learn >= 1.8 (multi_class was removed)."""
 
-    def __init__(
-        self, C=1.0, solver="lbfgs", max_iter=1000, multi_class=None, n_jobs=None, **kwargs
-    ):
-        super().__init__(
-            LogisticRegression(C=C, solver=solver, max_iter=max_iter, **kwargs), n_jobs=n_jobs
-        )
+    def __init__(self, C=1.0, solver="lbfgs", max_iter=1000, multi_class=None, n_jobs=None):
+        self.C, self.solver, self.max_iter, self.multi_class = C, solver, max_iter, multi_class
+        super().__init__(LogisticRegression(C=C, solver=solver, max_iter=max_iter), n_jobs=n_jobs)
 
     @property
     def coef_(self):
