@@ -113,10 +113,10 @@ def run_scanvi(ref, query):
     import scvi
 
     t0 = time.perf_counter()
+    ref, query = ref.copy(), query.copy()
+    ref.obs["scanvi_labels"] = ref.obs[KEY].astype(str).to_numpy()
+    query.obs["scanvi_labels"] = "Unknown"  # the query's labels are never seen
     both = ad.concat({"CTRL": ref, "STIM": query}, label="stim_set", index_unique=None)
-    both.obs["scanvi_labels"] = np.where(
-        both.obs["stim_set"] == "CTRL", both.obs[KEY].astype(str), "Unknown"
-    )
     both.layers["counts"] = both.X.copy()
     sc.pp.highly_variable_genes(
         both, n_top_genes=2000, flavor="seurat_v3", layer="counts", subset=True
