@@ -533,10 +533,10 @@ class SCBiGNN(BaseModelClass):
         return table.iloc[:, 0].rename("importance") if groupby is None else table
 
     def _attention(
-        self, target, groups: np.ndarray, batch_size: int
+        self, target, groups: np.ndarray, batch_size: int, inputs=None
     ) -> dict[str, AttentionAccumulator]:
-        """An :class:`AttentionAccumulator` per group of cells."""
-        sets, x = self._inputs(target)
+        """An :class:`AttentionAccumulator` per group of cells (``inputs`` from :meth:`_inputs`)."""
+        sets, x = inputs if inputs is not None else self._inputs(target)
         out = {}
         for name, rows in pd.Series(groups).groupby(groups, observed=True).indices.items():
             acc = AttentionAccumulator(len(self.genes), self.device)
@@ -619,7 +619,7 @@ class SCBiGNN(BaseModelClass):
             out["probs_p"], index=rna.obs_names, columns=classes
         )
         if gene_importance:
-            per_type = self._attention(target, classes[pred].to_numpy(), batch_size=32)
+            per_type = self._attention(target, classes[pred].to_numpy(), 32, out["inputs"])
             genes = pd.Index(self.genes)
             table = pd.DataFrame({k: a.importance() for k, a in per_type.items()}, index=genes)
             overall = functools.reduce(lambda a, b: a.merge(b), per_type.values()).importance()
@@ -722,11 +722,13 @@ class SCBiGNN(BaseModelClass):
         target = self._target(adata)
         sets, x = self._inputs(target)
         logits_q, h = q_inference(self.module, sets, x, None, batch_size, self.device)
+        inputs = (sets, x)
         temp = getattr(self, "calibration_", {})
         out = {
             "h": h,
             "probs_q": softmax(logits_q / temp.get("temperature_q", 1.0)),
             "obs_names": self._rna(target).obs_names,
+            "inputs": inputs,
         }
         if with_p:
             ref = self.reference_
