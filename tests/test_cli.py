@@ -6,6 +6,16 @@ import sys
 import anndata as ad
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """Run the ``scbignn`` command line in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "scbignn_tools._cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def test_demo_runs_in_a_fresh_process(tmp_path):
     out = subprocess.run(
         [
@@ -45,42 +55,29 @@ def test_train_save_then_annotate_in_subprocesses(tiny, tmp_path):
     del query.obs["labels"]
     ref.write_h5ad(tmp_path / "ref.h5ad")
     query.write_h5ad(tmp_path / "query.h5ad")
-    cli = [sys.executable, "-m", "scbignn_tools._cli"]
-    out = subprocess.run(
-        [
-            *cli,
-            "train",
-            str(tmp_path / "ref.h5ad"),
-            "--labels-key",
-            "labels",
-            "--n-top-genes",
-            "100",
-            "--em-iterations",
-            "1",
-            "--pretrain-epochs",
-            "5",
-            "--out",
-            str(tmp_path / "model"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    out = _cli(
+        "train",
+        str(tmp_path / "ref.h5ad"),
+        "--labels-key",
+        "labels",
+        "--n-top-genes",
+        "100",
+        "--em-iterations",
+        "1",
+        "--pretrain-epochs",
+        "5",
+        "--out",
+        str(tmp_path / "model"),
     )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "model" / "model.pt").exists()
-    out = subprocess.run(
-        [
-            *cli,
-            "annotate",
-            str(tmp_path / "query.h5ad"),
-            "--model",
-            str(tmp_path / "model"),
-            "--out",
-            str(tmp_path / "annotated.h5ad"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    out = _cli(
+        "annotate",
+        str(tmp_path / "query.h5ad"),
+        "--model",
+        str(tmp_path / "model"),
+        "--out",
+        str(tmp_path / "annotated.h5ad"),
     )
     assert out.returncode == 0, out.stderr
     annotated = ad.read_h5ad(tmp_path / "annotated.h5ad")
@@ -92,18 +89,7 @@ def test_train_save_then_annotate_in_subprocesses(tiny, tmp_path):
 
 
 def test_cli_errors_name_the_problem(tmp_path):
-    cli = [sys.executable, "-m", "scbignn_tools._cli"]
-    out = subprocess.run(
-        [
-            *cli,
-            "annotate",
-            str(tmp_path / "missing.h5ad"),
-            "--model",
-            str(tmp_path),
-            "--out",
-            "x.h5ad",
-        ],
-        capture_output=True,
-        text=True,
+    out = _cli(
+        "annotate", str(tmp_path / "missing.h5ad"), "--model", str(tmp_path), "--out", "x.h5ad"
     )
     assert out.returncode == 2 and "missing.h5ad does not exist" in out.stderr
