@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 import anndata as ad
+import baselines
 import numpy as np
 import pandas as pd
 import scanpy as sc
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
-from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import StandardScaler
 
 from scbignn_tools.model import SCBiGNN
@@ -78,58 +78,18 @@ def run_logreg(ref, query):
     return pred, time.perf_counter() - t0
 
 
-class OvRLogisticRegression(OneVsRestClassifier):
-    """CellTypist's 'ovr' logistic regression for scikit-learn >= 1.8 (multi_class was removed)."""
-
-    def __init__(self, C=1.0, solver="lbfgs", max_iter=1000, multi_class=None, n_jobs=None):
-        self.C, self.solver, self.max_iter, self.multi_class = C, solver, max_iter, multi_class
-        super().__init__(LogisticRegression(C=C, solver=solver, max_iter=max_iter), n_jobs=n_jobs)
-
-    @property
-    def coef_(self):
-        return np.vstack([e.coef_ for e in self.estimators_])
-
-    @property
-    def intercept_(self):
-        return np.concatenate([e.intercept_ for e in self.estimators_])
-
-
 def run_celltypist(ref, query):
-    import sys
-
-    import celltypist
-
-    sys.modules["celltypist.train"].LogisticRegression = OvRLogisticRegression
     t0 = time.perf_counter()
-    r, q = lognorm(ref), lognorm(query)
-    model = celltypist.train(r, labels=KEY, n_jobs=1, feature_selection=False, max_iter=1000)
-    pred = celltypist.annotate(q, model=model, majority_voting=False).predicted_labels[
-        "predicted_labels"
-    ]
-    return pred.astype(str).to_numpy(), time.perf_counter() - t0
+    pred = baselines.celltypist_predict(ref, query, KEY)
+    return pred, time.perf_counter() - t0
 
 
 def run_scanvi(ref, query):
-    import scvi
-
     t0 = time.perf_counter()
-    ref, query = ref.copy(), query.copy()
-    ref.obs["scanvi_labels"] = ref.obs[KEY].astype(str).to_numpy()
-    query.obs["scanvi_labels"] = "Unknown"  # the query's labels are never seen
     both = ad.concat({"CTRL": ref, "STIM": query}, label="stim_set", index_unique=None)
-    both.layers["counts"] = both.X.copy()
-    sc.pp.highly_variable_genes(
-        both, n_top_genes=2000, flavor="seurat_v3", layer="counts", subset=True
-    )
-    scvi.model.SCVI.setup_anndata(both, layer="counts")
-    vae = scvi.model.SCVI(both)
-    vae.train(max_epochs=100, enable_progress_bar=False)
-    lvae = scvi.model.SCANVI.from_scvi_model(
-        vae, unlabeled_category="Unknown", labels_key="scanvi_labels"
-    )
-    lvae.train(max_epochs=20, n_samples_per_label=100, enable_progress_bar=False)
-    pred = lvae.predict(both)[both.obs["stim_set"].to_numpy() == "STIM"]
-    return np.asarray(pred).astype(str), time.perf_counter() - t0
+    labels = both.obs[KEY].astype(str).to_numpy()
+    stim = np.flatnonzero(both.obs["stim_set"].to_numpy() == "STIM")  # labels never seen
+    return baselines.scanvi_predict(both, labels, stim), time.perf_counter() - t0
 
 
 def held_out_type(ctrl, stim, cell_type: str, thresholds=(0.5, 0.7, 0.9)) -> pd.DataFrame:
@@ -215,7 +175,7 @@ def main() -> None:
         score(
             "CellTypist 1.7.1",
             *run_celltypist(ctrl, query),
-            "all genes, no majority voting; OvR via OneVsRestClassifier",
+            "all genes, no majority voting; one-vs-rest via baselines.OvRLogisticRegression",
         )
     if "scanvi" in methods:
         score(

@@ -20,6 +20,12 @@ def read_shared(name: str) -> ad.AnnData:
 
 
 @pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The folder of the shared real datasets."""
+    return DATA
+
+
+@pytest.fixture(scope="session")
 def baron() -> ad.AnnData:
     return read_shared("baron_mouse.h5ad")
 

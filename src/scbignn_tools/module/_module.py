@@ -51,7 +51,7 @@ class SCBiGNNModule(nn.Module):
         gene_heads: int = 1,
         readout: str = "learnable",
         cell_layers: int = 3,
-        dropout_q: float = 0.0,
+        dropout_q: float = 0.5,
         dropout_p: float = 0.1,
         linear_path: bool = True,
     ):
