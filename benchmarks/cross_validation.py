@@ -215,6 +215,9 @@ def main() -> None:
     parser.add_argument("--scanvi-epochs", default="100,20", help="scVI,scANVI epochs")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the rows left in --out by a cut-off run"
+    )
     parser.add_argument("--worker", nargs=2, metavar=("DATASET", "METHOD"), help=argparse.SUPPRESS)
     parser.add_argument("--raw", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -226,7 +229,13 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     raw = out / "cv_raw.jsonl"
-    raw.unlink(missing_ok=True)
+    done = set()
+    if args.resume and raw.exists():  # keep the rows of an interrupted run
+        rows = [json.loads(line) for line in raw.read_text().splitlines()]
+        keys = {label: key for key, label in LABELS.items()}
+        done = {(r["dataset"], keys.get(r["method"], "scbignn")) for r in rows}
+    else:
+        raw.unlink(missing_ok=True)
     start = time.perf_counter()
     passthrough = [
         f"--{k.replace('_', '-')}={v}"
@@ -240,6 +249,8 @@ def main() -> None:
         raise SystemExit(f"Unknown methods {unknown}; choose from {', '.join(METHODS)}.")
     for dataset in args.datasets.split(","):
         for method in methods:
+            if (dataset, method) in done:
+                continue
             cmd = [sys.executable, __file__, "--worker", dataset, method, f"--raw={raw}"]
             subprocess.run(cmd + passthrough, check=True)
             write_tables(raw, out, args, time.perf_counter() - start)  # partial results too
