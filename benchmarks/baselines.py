@@ -22,28 +22,26 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from scbignn_tools.model import knn_graph
+from scbignn_tools.model import knn_graph, log_normalize, select_genes
 
 
-def log_cpm(adata: ad.AnnData, target_sum: float = 1e6) -> np.ndarray:
-    """The paper's normalisation (section 2): log(1 + target_sum * x / rowsum), dense."""
-    out = ad.AnnData(adata.X.copy())
-    sc.pp.normalize_total(out, target_sum=target_sum)
-    sc.pp.log1p(out)
-    return out.X.toarray() if sparse.issparse(out.X) else np.asarray(out.X)
+def model_features(adata: ad.AnnData, flavor: str = "seurat_v3", n_top_genes: int = 2000):
+    """Dense log-normalised expression of the genes the model would choose, and their names.
+
+    The package's own :func:`~scbignn_tools.model.log_normalize` (the paper's
+    log(1 + 1e6 x / rowsum)) and :func:`~scbignn_tools.model.select_genes`: ``"seurat_v3"`` with
+    2,000 genes is the model's default, ``"variance"`` with 1,000 the paper's section 2.
+    """
+    lognorm = log_normalize(adata.X)
+    counts = adata.X if flavor == "seurat_v3" else None
+    genes = select_genes(lognorm, adata.var_names, n_top_genes, flavor, counts)
+    return lognorm[:, adata.var_names.get_indexer(genes)].toarray(), genes
 
 
-def seurat_v3_genes(adata: ad.AnnData, n_top_genes: int = 2000) -> np.ndarray:
-    """Names of the top genes by scanpy's seurat_v3 flavour on counts (the model's default)."""
-    hvg = sc.pp.highly_variable_genes(
-        adata, n_top_genes=n_top_genes, flavor="seurat_v3", inplace=False
-    )
-    return adata.var_names[hvg["highly_variable"].to_numpy()].to_numpy()
-
-
-def variance_genes(x_lognorm: np.ndarray, var_names, n_top_genes: int = 1000) -> np.ndarray:
-    """Names of the top genes by variance of the log-normalised data (the paper's section 2)."""
-    return np.asarray(var_names)[np.argsort(-x_lognorm.var(axis=0))[:n_top_genes]]
+def expression_pcs(x: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Standardised (clipped at ±10) expression and its 50 principal components."""
+    x = StandardScaler().fit_transform(x).clip(-10, 10).astype(np.float32)
+    return x, PCA(50, random_state=seed).fit_transform(x)
 
 
 def linear_svm(x_train, y_train, x_test, seed: int = 0):
@@ -99,8 +97,7 @@ def gcn_c(x_all, y_all, train_idx, test_idx, seed: int = 0, n_neighbors: int = 1
     Adam at 0.01 with weight decay 5e-4, 200 full-graph epochs on the labelled cells.
     """
     torch.manual_seed(seed)
-    x = StandardScaler().fit_transform(x_all).clip(-10, 10).astype(np.float32)
-    pcs = PCA(50, random_state=seed).fit_transform(x)
+    x, pcs = expression_pcs(x_all, seed)
     adj = knn_graph(pcs, n_neighbors, "exact")
     adj = ((adj + adj.T) > 0).astype(np.float32)
     deg = np.asarray(adj.sum(axis=1)).ravel()
@@ -193,7 +190,8 @@ def scanvi_predict(
     both = ad.AnnData(adata.X.copy(), obs={"scanvi_labels": np.asarray(labels, dtype=object)})
     both.var_names = adata.var_names
     both.obs["scanvi_labels"].iloc[unlabelled] = "Unknown"
-    both = both[:, seurat_v3_genes(both)].copy()
+    genes = select_genes(log_normalize(both.X), both.var_names, 2000, "seurat_v3", both.X)
+    both = both[:, genes].copy()
     scvi.model.SCVI.setup_anndata(both)
     vae = scvi.model.SCVI(both)
     vae.train(max_epochs=scvi_epochs, enable_progress_bar=False)

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, f1_score
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 KEY = "cell_type"
 DATASETS = ("baron_mouse", "pbmc3k_seurat", "kang2018_ifnb_pbmc")
@@ -67,8 +67,6 @@ def load(path: Path, max_cells: int | None, seed: int = 0) -> ad.AnnData:
     adata = ad.read_h5ad(path)
     adata.obs[KEY] = adata.obs[KEY].astype(str)
     if max_cells and adata.n_obs > max_cells:
-        from sklearn.model_selection import train_test_split
-
         keep, _ = train_test_split(
             np.arange(adata.n_obs),
             train_size=max_cells,
@@ -79,7 +77,7 @@ def load(path: Path, max_cells: int | None, seed: int = 0) -> ad.AnnData:
     return adata
 
 
-def run_fold(method, adata, y, train, test, features, options) -> tuple[dict, float, float]:
+def run_fold(method, adata, y, train, test, x, options) -> tuple[dict, float, float]:
     """Fit on ``train`` and annotate ``test``; returns predictions by row name and times."""
     t0 = time.perf_counter()
     if method == "scbignn":
@@ -103,9 +101,8 @@ def run_fold(method, adata, y, train, test, features, options) -> tuple[dict, fl
     elif method == "scanvi":
         pred = baselines.scanvi_predict(adata, y, test, *options["scanvi_epochs"])
     elif method == "gcn_c":
-        pred = baselines.gcn_c(features["model"], y, train, test)
+        pred = baselines.gcn_c(x, y, train, test)
     else:
-        x = features["paper" if method == "svm_paper" else "model"]
         fn = {
             "svm": baselines.linear_svm,
             "svm_paper": baselines.linear_svm,
@@ -119,20 +116,20 @@ def run_fold(method, adata, y, train, test, features, options) -> tuple[dict, fl
     return {LABELS[method]: pred}, time.perf_counter() - t0, 0.0
 
 
+def method_uses_features(method: str) -> bool:
+    """Whether ``method`` takes the log-normalised model genes (not counts) as input."""
+    return method not in ("scbignn", "celltypist", "scanvi")
+
+
 def worker(args) -> None:
     """Run one method on all folds of one dataset; append JSON rows to ``args.raw``."""
     torch.set_num_threads(args.threads)
     adata = load(Path(args.data_dir) / f"{args.dataset}.h5ad", args.max_cells)
     y = adata.obs[KEY].to_numpy()
-    features = {}
-    if args.method in ("svm", "svm_paper", "logreg", "rf", "nmc", "actinn", "gcn_c"):
-        lognorm = baselines.log_cpm(adata)
-        model_genes = adata.var_names.get_indexer(baselines.seurat_v3_genes(adata))
-        features["model"] = lognorm[:, model_genes]
-        paper_genes = adata.var_names.get_indexer(
-            baselines.variance_genes(lognorm, adata.var_names)
-        )
-        features["paper"] = lognorm[:, paper_genes]
+    x = None  # the genes are chosen on all cells, without labels, as the model does
+    if method_uses_features(args.method):
+        flavor, n = ("variance", 1000) if args.method == "svm_paper" else ("seurat_v3", 2000)
+        x, _ = baselines.model_features(adata, flavor, n)
     options = {
         "model_kwargs": json.loads(args.model_kwargs),
         "train_kwargs": json.loads(args.train_kwargs),
@@ -143,7 +140,7 @@ def worker(args) -> None:
     for fold, (train, test) in enumerate(folds):
         if fold >= args.folds:
             break
-        preds, fit, predict = run_fold(args.method, adata, y, train, test, features, options)
+        preds, fit, predict = run_fold(args.method, adata, y, train, test, x, options)
         for name, pred in preds.items():
             pred = np.asarray(pred).astype(str)
             rows.append(

@@ -26,12 +26,10 @@ import anndata as ad
 import matplotlib
 import numpy as np
 import pandas as pd
-from scipy import sparse
-from sklearn.decomposition import PCA
 from sklearn.metrics import accuracy_score
 from sklearn.model_selection import StratifiedKFold
 
-from scbignn_tools.model import SCBiGNN, homophily, knn_graph
+from scbignn_tools.model import SCBiGNN, homophily, knn_graph, log_normalize
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -80,19 +78,20 @@ def convergence(adata, out: Path, train_kwargs: dict) -> None:
 
 def k_sweep(adata, y, test, ks, out: Path, train_kwargs: dict, name: str) -> pd.DataFrame:
     """Figure 2B and the data of 2C: one model per k, accuracy and graph homophily."""
-    from baselines import log_cpm
+    from baselines import expression_pcs
 
-    expressed = log_cpm(adata)
-    rows = []
+    rows, pcs = [], None
     for k in ks:
         model = SCBiGNN(adata, n_neighbors=k)
         model.train(progress_bar=False, **{"validation_size": 0.0, **train_kwargs})
-        h = model.get_latent_representation()
-        if not rows:  # expression PCA on the model's genes, standardised as the model does
+        if pcs is None:  # the model's genes, log-normalised and standardised as the model does
             genes = adata.var_names.get_indexer(model.genes)
-            x = expressed[:, genes]
-            x = np.clip((x - x.mean(0)) / np.maximum(x.std(0), 1e-8), -10, 10)
-            pcs = PCA(50, random_state=0).fit_transform(x)
+            _, pcs = expression_pcs(log_normalize(adata.X)[:, genes].toarray())
+        h = model.get_latent_representation()
+        accuracy = {
+            f"{m}_accuracy": accuracy_score(y[test], model.predict(model=m[0])[test])
+            for m in ("p_theta", "q_phi")
+        }
         graphs = {"q_phi's h": knn_graph(h, k), "normalised expression": knn_graph(pcs, k)}
         for source, adj in graphs.items():
             rows.append(
@@ -101,21 +100,12 @@ def k_sweep(adata, y, test, ks, out: Path, train_kwargs: dict, name: str) -> pd.
                     "k": k,
                     "graph": source,
                     "homophily_all_edges": homophily(adj, y),
-                    "homophily_held_out_edges": _held_out_homophily(adj, y, test),
-                    "p_theta_accuracy": accuracy_score(y[test], model.predict(model="p")[test]),
-                    "q_phi_accuracy": accuracy_score(y[test], model.predict(model="q")[test]),
+                    "homophily_held_out_edges": homophily(adj, y, test),
+                    **accuracy,
                 }
             )
         print(json.dumps(rows[-1]), flush=True)
     return pd.DataFrame(rows)
-
-
-def _held_out_homophily(adj, y, test) -> float:
-    """Homophily over the edges that leave held-out cells (their labels were not trained on)."""
-    coo = sparse.csr_matrix(adj)[test].tocoo()
-    src = test[coo.row]
-    keep = src != coo.col
-    return float(np.mean(y[src[keep]] == y[coo.col[keep]]))
 
 
 def plot_k(table: pd.DataFrame, out: Path) -> None:

@@ -19,6 +19,17 @@ def test_knn_graph_links_nearest_points_and_self():
     torch.testing.assert_close(dense.sum(1), torch.ones(5))
 
 
+def test_homophily_counts_only_edges_leaving_the_given_cells():
+    # 0-1 and 1-0 join one label, 2-3 and 3-2 join two labels; self-loops never count
+    adj = sparse.csr_matrix(
+        np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]], dtype=np.float32)
+    )
+    labels = np.array([0, 0, 0, 1])
+    assert homophily(adj, labels) == 0.5
+    assert homophily(adj, labels, np.array([0, 1])) == 1.0
+    assert homophily(adj, labels, np.array([3])) == 0.0
+
+
 def test_gene_sets_pad_and_mask():
     X = sparse.csr_matrix(
         np.array([[0, 2.0, 0, 1.0], [3.0, 0, 0, 0], [0, 0, 0, 0]], dtype=np.float32)

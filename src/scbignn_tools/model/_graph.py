@@ -58,12 +58,19 @@ def row_normalized_adjacency(
     ).coalesce()
 
 
-def homophily(adj: sparse.spmatrix, labels: np.ndarray) -> float:
-    """Share of edges (self-loops excluded) that join two cells of the same label."""
-    coo = sparse.coo_matrix(adj)
-    keep = coo.row != coo.col
+def homophily(adj: sparse.spmatrix, labels: np.ndarray, cells: np.ndarray | None = None) -> float:
+    """Share of edges (self-loops excluded) that join two cells of the same label.
+
+    With ``cells`` (indices), only the edges leaving those cells count: for example held-out
+    cells, whose labels a graph built from a trained representation never saw.
+    """
+    adj = sparse.csr_matrix(adj)
+    rows = np.arange(adj.shape[0]) if cells is None else np.asarray(cells)
+    coo = adj[rows].tocoo()
+    src = rows[coo.row]
+    keep = src != coo.col
     labels = np.asarray(labels)
-    return float(np.mean(labels[coo.row[keep]] == labels[coo.col[keep]]))
+    return float(np.mean(labels[src[keep]] == labels[coo.col[keep]]))
 
 
 def extend_graph(
