@@ -6,6 +6,7 @@ from scipy import sparse
 
 from scbignn_tools.model import homophily, knn_graph, row_normalized_adjacency
 from scbignn_tools.model._data import GeneSets
+from scbignn_tools.model._graph import expression_basis, extend_graph, project
 
 
 def test_knn_graph_links_nearest_points_and_self():
@@ -53,3 +54,21 @@ def test_gene_sets_subsample_keeps_real_genes_of_each_cell():
         g = genes[i][mask[i]].numpy()
         assert len(set(g)) == len(g)  # no gene twice
         np.testing.assert_array_equal(values[i][mask[i]].numpy(), dense[i, g])
+
+
+def test_expression_basis_projects_new_cells_onto_the_reference_axes():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 20)).astype(np.float32)
+    x[:40, :5] += 4  # two groups
+    basis = expression_basis(x, n_comps=5)
+    assert basis[0].shape == (20,) and basis[1].shape == (5, 20)
+    coords = project(x, basis)
+    # the first axis separates the groups, and a new cell lands beside its group
+    assert (
+        np.sign(coords[:40, 0]).std() == 0
+        and np.sign(coords[:40, 0])[0] != np.sign(coords[40:, 0])[0]
+    )
+    new = project(x[:1] + 0.01, basis)
+    np.testing.assert_allclose(new, coords[:1], atol=0.1)
+    adj = extend_graph(knn_graph(coords, 3), coords, new, 3)
+    assert adj.shape == (81, 81) and adj[80, :40].sum() == 3 and adj[:80, 80].sum() == 0

@@ -99,6 +99,26 @@ def test_same_seed_same_predictions_and_save_load(tiny, tmp_path):
     pd.testing.assert_frame_equal(loaded.history_, a.history_)
 
 
+@pytest.mark.parametrize("cell_graph", ["expression", "q"])
+def test_cell_graph_space(tiny, cell_graph):
+    model = _trained(tiny, cell_graph=cell_graph)
+    ref = model.reference_
+    if cell_graph == "q":  # the paper: the graph of q_phi's h
+        assert ref["basis"] is None and ref["coords"] is ref["h"]
+    else:  # principal components of the standardised expression, kept for query cells
+        assert ref["basis"][1].shape == (50, 100) and ref["coords"].shape == (tiny.n_obs, 50)
+    # a query cell identical to a reference cell is linked to that cell's neighbours
+    query = tiny[:5].copy()
+    query.obs_names = [f"query{i}" for i in range(5)]
+    np.testing.assert_allclose(
+        model.predict(query, soft=True).to_numpy(),
+        model.predict(soft=True).to_numpy()[:5],
+        atol=0.05,
+    )
+    with pytest.raises(ValueError, match="cell_graph must be"):
+        SCBiGNN(tiny, **SMALL, cell_graph="pca")
+
+
 def test_predicts_new_data_with_reordered_genes(tiny):
     model = _trained(tiny)
     query = tiny[:60, ::-1].copy()

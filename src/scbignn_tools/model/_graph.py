@@ -43,6 +43,27 @@ def knn_graph(
     return adj
 
 
+def expression_basis(
+    x: np.ndarray, n_comps: int = 50, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and principal axes of the standardised expression, the space of the expression graph.
+
+    ``x`` is ``(N, T)``; returns the mean ``(T,)`` and the axes ``(n_comps, T)``, which map any
+    cells, reference or query, with :func:`project`.
+    """
+    from sklearn.decomposition import PCA
+
+    n_comps = min(n_comps, *x.shape)
+    pca = PCA(n_comps, svd_solver="randomized", random_state=seed).fit(x)
+    return pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
+
+
+def project(x: np.ndarray, basis: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Coordinates of the cells ``x`` ``(N, T)`` on the axes of :func:`expression_basis`."""
+    mean, components = basis
+    return (x - mean) @ components.T
+
+
 def row_normalized_adjacency(
     adj: sparse.spmatrix, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
@@ -75,29 +96,34 @@ def homophily(adj: sparse.spmatrix, labels: np.ndarray, cells: np.ndarray | None
 
 def extend_graph(
     adj: sparse.spmatrix,
-    h_graph: np.ndarray,
-    h_new: np.ndarray,
+    coords_graph: np.ndarray,
+    coords_new: np.ndarray,
     n_neighbors: int,
     method: str = "auto",
     seed: int = 0,
 ) -> sparse.csr_matrix:
     """Add cells to a kNN graph, each linked to itself and its ``n_neighbors`` nearest graph cells.
 
+    ``coords_graph`` and ``coords_new`` are the graph's and the new cells' coordinates in the
+    space the graph was built in.
+
     The graph cells keep their edges and get none to the new cells, so the new cells do not
     change each other's (or the graph's) representations: p_theta on the result is inductive.
     """
-    n, m = h_graph.shape[0], h_new.shape[0]
+    n, m = coords_graph.shape[0], coords_new.shape[0]
     k = min(n_neighbors, n)
     if method == "auto":
         method = "exact" if n <= EXACT_MAX_CELLS else "pynndescent"
     if method == "exact":
         from sklearn.neighbors import NearestNeighbors
 
-        idx = NearestNeighbors(n_neighbors=k).fit(h_graph).kneighbors(h_new, return_distance=False)
+        nn = NearestNeighbors(n_neighbors=k).fit(coords_graph)
+        idx = nn.kneighbors(coords_new, return_distance=False)
     else:
         from pynndescent import NNDescent
 
-        idx, _ = NNDescent(h_graph, n_neighbors=k, random_state=seed, n_jobs=1).query(h_new, k=k)
+        index = NNDescent(coords_graph, n_neighbors=k, random_state=seed, n_jobs=1)
+        idx, _ = index.query(coords_new, k=k)
     rows = np.repeat(np.arange(m), k)
     links = sparse.csr_matrix((np.ones(m * k, np.float32), (rows, idx.ravel())), shape=(m, n))
     top = sparse.hstack([adj, sparse.csr_matrix((n, m), dtype=np.float32)])

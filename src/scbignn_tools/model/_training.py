@@ -35,6 +35,7 @@ class EMConfig:
     max_genes: int | None = 256
     beta: float = 1.0
     pseudo_labels: PseudoLabels = "argmax"
+    pseudo_label_threshold: float = 0.95
     n_neighbors: int = 10
     knn_method: str = "auto"
 
@@ -48,6 +49,7 @@ class EMData:
     labels: np.ndarray
     validation: np.ndarray  # indices of held-out labelled cells (labels hidden in training)
     validation_labels: np.ndarray
+    graph_coords: np.ndarray | None = None  # p_theta's graph space; None: q_phi's h each M-step
     history: list[dict] = field(default_factory=list)
 
 
@@ -88,6 +90,12 @@ def draw_targets(
     known = labels >= 0
     targets[known] = np.eye(c, dtype=np.float32)[labels[known]]
     return targets
+
+
+def confident_weights(probs: np.ndarray, labels: np.ndarray, threshold: float) -> np.ndarray:
+    """Weights of the cells in p_theta's loss (Eq. 9): 1 for labelled cells and for unlabelled
+    cells whose most likely class has at least ``threshold`` probability, else 0."""
+    return ((labels >= 0) | (probs.max(axis=1) >= threshold)).astype(np.float32)
 
 
 def _loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -164,6 +172,7 @@ class EMTrainer:
         self.progress_bar = progress_bar
         self.n_cells = len(data.sets)
         self._bar = None
+        self._adj = None  # p_theta's graph, kept across M-steps when it does not depend on q
 
     # --- one step each -------------------------------------------------------------------
     def fit_q(
@@ -200,14 +209,24 @@ class EMTrainer:
     def fit_p(
         self, stage: str, em_iteration: int, h: np.ndarray, target_probs: np.ndarray
     ) -> torch.Tensor:
-        """Build the kNN graph on q's ``h`` and train p_theta on labels plus q's pseudo-labels (Eq. 9)."""
+        """Train p_theta on labels plus q's confident pseudo-labels (Eq. 9); returns its graph.
+
+        The kNN graph is built on ``data.graph_coords`` or, when these are ``None``, on q's
+        ``h`` (the paper). Unlabelled cells count only where q's probability of their
+        pseudo-label reaches ``pseudo_label_threshold``.
+        """
         cfg, data, p = self.config, self.data, self.module.p
-        adj = row_normalized_adjacency(
-            knn_graph(h, cfg.n_neighbors, cfg.knn_method, int(self.rng.integers(2**31))),
-            self.device,
+        coords = h if data.graph_coords is None else data.graph_coords
+        if self._adj is None or data.graph_coords is None:
+            seed = int(self.rng.integers(2**31))
+            adj = knn_graph(coords, cfg.n_neighbors, cfg.knn_method, seed)
+            self._adj = row_normalized_adjacency(adj, self.device)
+        adj = self._adj
+        weights = torch.as_tensor(
+            confident_weights(target_probs, data.labels, cfg.pseudo_label_threshold),
+            device=self.device,
         )
         h_t = torch.as_tensor(h, device=self.device)
-        weights = torch.ones(self.n_cells, device=self.device)
         opt = torch.optim.AdamW(p.parameters(), lr=cfg.lr_p, weight_decay=cfg.weight_decay)
         sched = _schedule(opt, cfg.p_epochs)
         for epoch in range(cfg.p_epochs):

@@ -11,8 +11,8 @@ class CellLevelGNN(nn.Module):
 
     The input of cell :math:`i` is :math:`\mathbf{z}_i = [\mathbf{h}_i, \mathrm{MLP}(\tilde{\mathbf{x}}_i)]`
     where :math:`\mathbf{h}_i` comes from q_phi. ``n_layers``
-    :class:`~scbignn_tools.nn.MeanAggregationConv` layers run on the kNN graph of the
-    :math:`\mathbf{h}_i`, and :math:`\mathbf{h}'_i = [\mathbf{z}^{(0)}_i, \dots, \mathbf{z}^{(L)}_i]`
+    :class:`~scbignn_tools.nn.MeanAggregationConv` layers run on a kNN graph of the cells (of the
+    :math:`\mathbf{h}_i` in the paper), and :math:`\mathbf{h}'_i = [\mathbf{z}^{(0)}_i, \dots, \mathbf{z}^{(L)}_i]`
     (jumping knowledge) is classified by an MLP.
 
     Shapes: ``x`` is ``(N, n_genes)`` (standardised expression), ``h`` ``(N, n_h)``, ``adj`` a
@@ -45,7 +45,7 @@ class CellLevelGNN(nn.Module):
         n_features: int = 32,
         n_hidden: int = 32,
         n_layers: int = 3,
-        dropout: float = 0.1,
+        dropout: float = 0.5,
     ):
         super().__init__()
         self.expression_mlp = nn.Sequential(nn.Dropout(dropout), mlp(n_genes, n_hidden, n_features))

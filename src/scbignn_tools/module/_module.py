@@ -52,7 +52,7 @@ class SCBiGNNModule(nn.Module):
         readout: str = "learnable",
         cell_layers: int = 3,
         dropout_q: float = 0.5,
-        dropout_p: float = 0.1,
+        dropout_p: float = 0.5,
         linear_path: bool = True,
     ):
         super().__init__()

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import numpy as np
+
+from scbignn_tools.model._training import confident_weights, draw_targets
+
+
+def test_confident_weights_keep_labelled_and_confident_cells():
+    probs = np.array([[0.5, 0.5], [0.97, 0.03], [0.2, 0.8], [0.01, 0.99]], dtype=np.float32)
+    labels = np.array([0, -1, -1, -1])
+    np.testing.assert_array_equal(confident_weights(probs, labels, 0.95), [1, 1, 0, 1])
+    np.testing.assert_array_equal(confident_weights(probs, labels, 0.0), [1, 1, 1, 1])
+    np.testing.assert_array_equal(confident_weights(probs, labels, 1.01), [1, 0, 0, 0])
+
+
+def test_draw_targets_keeps_true_labels():
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]], dtype=np.float32)
+    labels = np.array([1, -1, -1])
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(
+        draw_targets(probs, labels, "argmax", rng), [[0, 1], [0, 1], [1, 0]]
+    )
+    soft = draw_targets(probs, labels, "soft", rng)
+    np.testing.assert_allclose(soft[1:], probs[1:])
+    assert soft[0].tolist() == [0, 1]
+    sampled = draw_targets(probs, labels, "sample", rng)
+    assert sampled.sum(1).tolist() == [1, 1, 1] and sampled[0].tolist() == [0, 1]
