@@ -21,6 +21,6 @@ def test_baron_mouse_hidden_labels(baron):
     model.train(validation_size=0.0, progress_bar=False)
     acc_p = accuracy_score(y[hidden], model.predict()[hidden])
     acc_q = accuracy_score(y[hidden], model.predict(model="q")[hidden])
-    # Measured 0.971 for both (benchmarks/hidden_labels.py); linear SVM scores about 0.97 here.
-    assert acc_p >= 0.965
+    # Measured 0.984 for both (benchmarks/hidden_labels.py); linear SVM scores about 0.97 here.
+    assert acc_p >= 0.975
     assert acc_p >= acc_q - 1e-9

@@ -93,8 +93,11 @@ def draw_targets(
 
 
 def confident_weights(probs: np.ndarray, labels: np.ndarray, threshold: float) -> np.ndarray:
-    """Weights of the cells in p_theta's loss (Eq. 9): 1 for labelled cells and for unlabelled
-    cells whose most likely class has at least ``threshold`` probability, else 0."""
+    """Weights of the cells in p_theta's loss (Eq. 9): 1 or 0.
+
+    1 for labelled cells and for unlabelled cells whose most likely class has at least
+    ``threshold`` probability, 0 for the others.
+    """
     return ((labels >= 0) | (probs.max(axis=1) >= threshold)).astype(np.float32)
 
 
