@@ -192,9 +192,10 @@ def scanvi_predict(
     import scvi
 
     scvi.settings.seed = seed
-    both = ad.AnnData(adata.X.copy(), obs={"scanvi_labels": np.asarray(labels, dtype=object)})
+    labels = np.asarray(labels, dtype=object).copy()
+    labels[unlabelled] = "Unknown"
+    both = ad.AnnData(adata.X.copy(), obs={"scanvi_labels": labels})
     both.var_names = adata.var_names
-    both.obs["scanvi_labels"].iloc[unlabelled] = "Unknown"
     genes = select_genes(log_normalize(both.X), both.var_names, 2000, "seurat_v3", both.X)
     both = both[:, genes].copy()
     scvi.model.SCVI.setup_anndata(both)

@@ -55,12 +55,14 @@ def run_scbignn(ref, query):
     qmodel = SCBiGNN.load_query_data(query, model)
     inductive = qmodel.predict(soft=True)
     t_ind = time.perf_counter() - t0
+    inductive_q = qmodel.predict(soft=True, model="q")
     t0 = time.perf_counter()
     qmodel.train(progress_bar=False)
     transductive = qmodel.predict(soft=True)
     t_trans = time.perf_counter() - t0
     return model, {
         "scBiGNN inductive (p_theta)": (inductive, fit + t_ind),
+        "scBiGNN inductive, q_phi alone": (inductive_q, fit + t_ind),
         "scBiGNN transductive (p_theta, EM on CTRL + STIM)": (transductive, fit + t_trans),
     }
 
@@ -87,8 +89,8 @@ def run_celltypist(ref, query):
 def run_scanvi(ref, query):
     t0 = time.perf_counter()
     both = ad.concat({"CTRL": ref, "STIM": query}, label="stim_set", index_unique=None)
-    labels = both.obs[KEY].astype(str).to_numpy()
     stim = np.flatnonzero(both.obs["stim_set"].to_numpy() == "STIM")  # labels never seen
+    labels = np.concatenate([ref.obs[KEY].astype(str), np.full(query.n_obs, "Unknown")])
     return baselines.scanvi_predict(both, labels, stim), time.perf_counter() - t0
 
 
@@ -158,6 +160,7 @@ def main() -> None:
             }
         )
         print(rows[-1], flush=True)
+        pd.DataFrame(rows).to_csv(out / "kang_query.csv", index=False)  # kept if a later step fails
 
     methods = args.methods.split(",")
     if "scbignn" in methods:
