@@ -57,8 +57,8 @@ class SCBiGNN(BaseModelClass):
     q_phi, a gene-level GNN, learns each cell's representation ``h`` by self-attention among the
     cell's non-zero genes; p_theta, a cell-level GNN, classifies cells from ``h`` and their
     expression on a kNN graph of the cells (of the expression by default, of ``h`` in the
-    paper; see ``cell_graph``). They are trained alternately by EM on the labelled cells and on each other's pseudo-labels
-    for the unlabelled ones (:meth:`train`).
+    paper; see ``cell_graph``). They are trained alternately by EM on the labelled cells and on
+    each other's pseudo-labels for the unlabelled ones (:meth:`train`).
 
     Parameters
     ----------
@@ -433,11 +433,14 @@ class SCBiGNN(BaseModelClass):
         train_labels = labels.copy()
         train_labels[validation] = -1
         x = self._standardize(x_in)
-        coords = None
+        basis = None
         if self.cell_graph == "expression":
-            x_np = x.cpu().numpy()
-            basis = self.reference_["basis"] if query else expression_basis(x_np, seed=self.seed)
-            coords = project(x_np, basis)
+            basis = (
+                self.reference_["basis"]
+                if query
+                else expression_basis(x.cpu().numpy(), seed=self.seed)
+            )
+        coords = None if basis is None else _graph_coords(x, None, basis)
         data = EMData(GeneSets(x_in), x, train_labels, validation, validation_labels, coords)
         config = EMConfig(
             n_em_iterations,
@@ -462,8 +465,7 @@ class SCBiGNN(BaseModelClass):
         self.module.eval()
         # the final graph of p_theta, kept for prediction and for query cells (inductive mode)
         logits_q, h = q_inference(self.module, data.sets, x, device=device)
-        if coords is None:
-            coords, basis = h, None
+        coords = _graph_coords(x, h, basis)
         adj = knn_graph(coords, self.n_neighbors, knn_method, self.seed)
         logits_p, _ = p_inference(self.module, x, h, row_normalized_adjacency(adj, device))
         self.reference_ = {
@@ -787,7 +789,7 @@ class SCBiGNN(BaseModelClass):
                 x_all, h_all, adj = x_graph, ref["h"], ref["adj"]
             else:
                 x_all, h_all = torch.cat([x_graph, x]), np.vstack([ref["h"], h])
-                coords = h if ref["basis"] is None else project(x.cpu().numpy(), ref["basis"])
+                coords = _graph_coords(x, h, ref["basis"])
                 adj = extend_graph(
                     ref["adj"], ref["coords"], coords, self.n_neighbors, self.knn_method_, self.seed
                 )
@@ -823,6 +825,11 @@ class SCBiGNN(BaseModelClass):
         labels = np.concatenate([ref["labels"], own_labels])
         names = np.concatenate([ref["obs_names"], np.asarray(self._rna(self.adata).obs_names)])
         return sparse.vstack([ref["x"], own_x]).tocsr(), labels, names
+
+
+def _graph_coords(x: torch.Tensor, h: np.ndarray | None, basis) -> np.ndarray:
+    """Cells' coordinates in the space of p_theta's graph: expression PCs, or ``h`` without a basis."""
+    return h if basis is None else project(x.cpu().numpy(), basis)
 
 
 def _saved_genes(path: str | os.PathLike) -> list[str]:
