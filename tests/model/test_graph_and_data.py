@@ -6,7 +6,7 @@ from scipy import sparse
 
 from scbignn_tools.model import homophily, knn_graph, row_normalized_adjacency
 from scbignn_tools.model._data import GeneSets
-from scbignn_tools.model._graph import expression_basis, extend_graph, project
+from scbignn_tools.model._graph import expression_basis, extend_graph, project, query_shift
 
 
 def test_knn_graph_links_nearest_points_and_self():
@@ -72,3 +72,25 @@ def test_expression_basis_projects_new_cells_onto_the_reference_axes():
     np.testing.assert_allclose(new, coords[:1], atol=0.1)
     adj = extend_graph(knn_graph(coords, 3), coords, new, 3)
     assert adj.shape == (81, 81) and adj[80, :40].sum() == 3 and adj[:80, 80].sum() == 0
+
+
+def test_query_shift_measures_a_shared_shift_not_a_change_of_composition():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 10.0]])
+    kinds = np.repeat([0, 1], 200)
+    h_graph = centres[kinds] + rng.normal(size=(400, 2))
+    x_graph = np.zeros((400, 3))
+    x_graph[:, 0] = 5.0 * kinds  # gene 0 marks kind 1
+    x_graph += rng.normal(scale=0.1, size=x_graph.shape)
+    new = rng.choice(np.flatnonzero(kinds == 1), 50)  # only kind 1: composition differs
+    h_new = h_graph[new] + rng.normal(scale=0.1, size=(50, 2))
+    x_new = x_graph[new] + np.array([0.0, 2.0, 0.0])  # the query's own shift is on gene 1
+
+    delta = query_shift(
+        torch.as_tensor(x_new), h_new, torch.as_tensor(x_graph), h_graph, n_neighbors=10
+    )
+
+    assert delta.shape == (3,)
+    np.testing.assert_allclose(delta.numpy(), [0.0, 2.0, 0.0], atol=0.1)
+    naive = x_new.mean(0) - x_graph.mean(0)  # confounded by composition on gene 0
+    assert naive[0] > 2.0

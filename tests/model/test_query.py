@@ -98,3 +98,19 @@ def test_query_gene_overlap_errors(reference_and_query):
     partial = query[:, : int(query.n_vars * 0.8)].copy()
     with pytest.warns(UserWarning, match="missing from the data"):
         SCBiGNN.prepare_query_anndata(partial, model)
+
+
+def test_inductive_mode_removes_a_shift_shared_by_the_query(reference_and_query):
+    model, query, _ = reference_and_query
+    plain = model.annotate(query, gene_importance=False, copy=True)
+    shifted = query.copy()
+    stimulated = model.genes[:40]
+    dense = shifted.X.toarray()
+    dense[:, shifted.var_names.isin(stimulated)] += 20  # every query cell gains these counts
+    shifted.X = type(query.X)(dense)
+    moved = model.annotate(shifted, gene_importance=False, copy=True)
+    assert moved.uns["scbignn"]["query_shift"] > 2 * plain.uns["scbignn"]["query_shift"]
+    shift = model._infer(shifted, 256, with_p=True)["shift"].numpy() ** 2
+    assert shift[np.isin(model.genes, stimulated)].sum() > 0.8 * shift.sum()
+    agree = np.mean(moved.obs["scbignn"].to_numpy() == plain.obs["scbignn"].to_numpy())
+    assert agree > 0.9

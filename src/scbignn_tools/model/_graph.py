@@ -111,6 +111,24 @@ def extend_graph(
     change each other's (or the graph's) representations: p_theta on the result is inductive.
     """
     n, m = coords_graph.shape[0], coords_new.shape[0]
+    idx = nearest_cells(coords_graph, coords_new, n_neighbors, method, seed)
+    k = idx.shape[1]
+    rows = np.repeat(np.arange(m), k)
+    links = sparse.csr_matrix((np.ones(m * k, np.float32), (rows, idx.ravel())), shape=(m, n))
+    top = sparse.hstack([adj, sparse.csr_matrix((n, m), dtype=np.float32)])
+    bottom = sparse.hstack([links, sparse.identity(m, dtype=np.float32, format="csr")])
+    return sparse.csr_matrix(sparse.vstack([top, bottom]))
+
+
+def nearest_cells(
+    coords_graph: np.ndarray,
+    coords_new: np.ndarray,
+    n_neighbors: int,
+    method: str = "auto",
+    seed: int = 0,
+) -> np.ndarray:
+    """Indices ``(M, k)`` of each new cell's ``n_neighbors`` nearest graph cells (exact or pynndescent)."""
+    n = coords_graph.shape[0]
     k = min(n_neighbors, n)
     if method == "auto":
         method = "exact" if n <= EXACT_MAX_CELLS else "pynndescent"
@@ -118,14 +136,38 @@ def extend_graph(
         from sklearn.neighbors import NearestNeighbors
 
         nn = NearestNeighbors(n_neighbors=k).fit(coords_graph)
-        idx = nn.kneighbors(coords_new, return_distance=False)
-    else:
-        from pynndescent import NNDescent
+        return nn.kneighbors(coords_new, return_distance=False)
+    from pynndescent import NNDescent
 
-        index = NNDescent(coords_graph, n_neighbors=k, random_state=seed, n_jobs=1)
-        idx, _ = index.query(coords_new, k=k)
-    rows = np.repeat(np.arange(m), k)
-    links = sparse.csr_matrix((np.ones(m * k, np.float32), (rows, idx.ravel())), shape=(m, n))
-    top = sparse.hstack([adj, sparse.csr_matrix((n, m), dtype=np.float32)])
-    bottom = sparse.hstack([links, sparse.identity(m, dtype=np.float32, format="csr")])
-    return sparse.csr_matrix(sparse.vstack([top, bottom]))
+    index = NNDescent(coords_graph, n_neighbors=k, random_state=seed, n_jobs=1)
+    return index.query(coords_new, k=k)[0]
+
+
+def query_shift(
+    x_new: torch.Tensor,
+    h_new: np.ndarray,
+    x_graph: torch.Tensor,
+    h_graph: np.ndarray,
+    n_neighbors: int,
+    method: str = "auto",
+    seed: int = 0,
+) -> torch.Tensor:
+    r"""Mean offset of new cells' expression from that of their matches among the graph cells.
+
+    .. math::
+        \boldsymbol{\delta} = \frac{1}{M} \sum_{i=1}^{M} \Big(\mathbf{x}_i
+        - \frac{1}{k} \sum_{j \in \mathcal{N}(i)} \mathbf{x}_j\Big)
+
+    where :math:`\mathcal{N}(i)` are the ``n_neighbors`` graph cells nearest to new cell
+    :math:`i` in q_phi's representation ``h``. Each cell is compared with cells of its own kind,
+    so :math:`\boldsymbol{\delta}` measures a shift shared by the new cells (a stimulus, a
+    batch) and not a difference in cell-type composition (nearest-neighbour matching in the
+    spirit of the MNN correction of Haghverdi et al. 2018, with one global vector).
+
+    Shapes: ``x_new`` ``(M, T)``, ``h_new`` ``(M, n_h)``, ``x_graph`` ``(N, T)``, ``h_graph``
+    ``(N, n_h)``; returns ``(T,)``.
+    """
+    idx = nearest_cells(h_graph, h_new, n_neighbors, method, seed)
+    weights = np.bincount(idx.ravel(), minlength=len(h_graph)) / idx.size
+    weights = torch.as_tensor(weights, dtype=x_graph.dtype, device=x_graph.device)
+    return x_new.mean(0) - weights @ x_graph

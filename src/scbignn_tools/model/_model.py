@@ -34,6 +34,7 @@ from ._graph import (
     extend_graph,
     knn_graph,
     project,
+    query_shift,
     row_normalized_adjacency,
 )
 from ._importance import AttentionAccumulator
@@ -49,6 +50,9 @@ from ._training import EMConfig, EMData, EMTrainer, PseudoLabels, p_inference, q
 from ._utils import resolve_device
 
 logger = logging.getLogger(__name__)
+
+
+MIN_SHIFT_CELLS = 50  # fewer query cells than this: no shift correction
 
 
 class SCBiGNN(BaseModelClass):
@@ -477,6 +481,7 @@ class SCBiGNN(BaseModelClass):
             "labels": labels,
             "obs_names": obs_names,
         }
+        self._own_query_shift = None
         self.calibration_ = calibrate(logits_q[validation], logits_p[validation], validation_labels)
 
     # ------------------------------------------------------------------ outputs
@@ -642,7 +647,9 @@ class SCBiGNN(BaseModelClass):
         ``varm[f"{key_added}_importance"]``
             Gene importance per predicted cell type (DataFrame).
         ``uns[key_added]``
-            The classes and the settings of this call.
+            The classes, the settings of this call and ``query_shift``: the root mean square of
+            the expression shift removed from inductive cells (:func:`query_shift`), in
+            reference standard deviations per gene; 0 for cells of the trained graph.
         """
         target = self._target(adata)
         if copy:
@@ -681,6 +688,7 @@ class SCBiGNN(BaseModelClass):
             "model": "p_theta",
             "n_neighbors": self.n_neighbors,
             "unknown_threshold": -1.0 if unknown_threshold is None else unknown_threshold,
+            "query_shift": out.get("query_shift", 0.0),
         }
         if isinstance(target, MuData):
             target.update()
@@ -763,7 +771,9 @@ class SCBiGNN(BaseModelClass):
         """q_phi over the cells of ``adata`` and, with ``with_p``, p_theta on its graph.
 
         Cells of the trained graph are predicted on it; other cells are linked to their
-        nearest graph cells (inductive mode, see :func:`~scbignn_tools.model.extend_graph`).
+        nearest graph cells (inductive mode, see :func:`~scbignn_tools.model.extend_graph`),
+        after their expression is moved by the shift they share against the reference cells
+        (:func:`~scbignn_tools.model.query_shift`), which p_theta never saw in training.
         """
         self._check_if_trained(warn=False)
         target = self._target(adata)
@@ -788,6 +798,10 @@ class SCBiGNN(BaseModelClass):
             ):
                 x_all, h_all, adj = x_graph, ref["h"], ref["adj"]
             else:
+                shift = self._query_shift(target, x, h, batch_size)
+                x = x - shift
+                out["shift"] = shift
+                out["query_shift"] = float(shift.square().mean().sqrt())
                 x_all, h_all = torch.cat([x_graph, x]), np.vstack([ref["h"], h])
                 coords = _graph_coords(x, h, ref["basis"])
                 adj = extend_graph(
@@ -799,6 +813,25 @@ class SCBiGNN(BaseModelClass):
             out["probs_p"] = softmax(logits_p[-n:] / temp.get("temperature_p", 1.0))
             out["h_prime"] = h_prime[-n:]
         return out
+
+    def _query_shift(self, target, x: torch.Tensor, h: np.ndarray, batch_size: int):
+        """The expression shift of inductive cells against the reference (:func:`query_shift`).
+
+        A query model (:meth:`load_query_data`) measures it once on its whole query, so that a
+        cell's annotation does not depend on the other cells passed with it; other models
+        measure it on the cells given. Under ``MIN_SHIFT_CELLS`` cells it is not measured (zero).
+        """
+        if self._is_query() and target is not self.adata:
+            if getattr(self, "_own_query_shift", None) is None:
+                sets, x_own = self._inputs(None)
+                _, h_own = q_inference(self.module, sets, x_own, None, batch_size, self.device)
+                self._own_query_shift = self._query_shift(self.adata, x_own, h_own, batch_size)
+            return self._own_query_shift
+        if len(x) < MIN_SHIFT_CELLS:
+            return torch.zeros_like(x[0])
+        ref = self.reference_
+        x_graph = self._standardize(ref["x"])
+        return query_shift(x, h, x_graph, ref["h"], self.n_neighbors, self.knn_method_, self.seed)
 
     def _standardize(self, x_in) -> torch.Tensor:
         return self.module.standardize(torch.as_tensor(x_in.toarray(), device=self.device))
