@@ -114,3 +114,16 @@ def test_inductive_mode_removes_a_shift_shared_by_the_query(reference_and_query)
     assert shift[np.isin(model.genes, stimulated)].sum() > 0.8 * shift.sum()
     agree = np.mean(moved.obs["scbignn"].to_numpy() == plain.obs["scbignn"].to_numpy())
     assert agree > 0.9
+
+
+def test_empty_query_and_cells_without_model_genes_are_refused(reference_and_query):
+    model, query, path = reference_and_query
+    with pytest.raises(ValueError, match="no cells"):
+        SCBiGNN.load_query_data(query[:0].copy(), path)
+    blank = query.copy()
+    dense = blank.X.toarray()
+    dense[0, blank.var_names.isin(model.genes)] = 0  # cell 0 keeps only genes the model lacks
+    dense[0, ~blank.var_names.isin(model.genes)] = 1
+    blank.X = type(query.X)(dense)
+    with pytest.raises(ValueError, match="1 cells express none of the model's"):
+        model.predict(blank)

@@ -302,6 +302,8 @@ class SCBiGNN(BaseModelClass):
         -------
         A new AnnData, ready for :meth:`load_query_data` or :meth:`load`.
         """
+        if adata.n_obs == 0:
+            raise ValueError("The query AnnData has no cells; there is nothing to annotate.")
         genes = reference.genes if isinstance(reference, SCBiGNN) else _saved_genes(reference)
         align_genes(adata.var_names, genes)
         model = reference if isinstance(reference, SCBiGNN) else str(reference)
@@ -763,6 +765,14 @@ class SCBiGNN(BaseModelClass):
         """q_phi's gene sets and the standardised expression (on the model's device)."""
         X, var_names = self._expression(None if adata is self.adata else adata)
         x_in = model_input(X, var_names, self.genes, self._data_format)
+        n_empty = int(np.sum(np.diff(x_in.indptr) == 0))
+        if n_empty:
+            raise ValueError(
+                f"{n_empty} cells express none of the model's {len(self.genes)} genes, so "
+                "nothing can be said about them. Remove them, e.g. "
+                "adata = adata[np.asarray(adata[:, model.genes].X.sum(1)).ravel() > 0], or "
+                "check that the genes are named as in the reference."
+            )
         if not standardize:
             return x_in
         return GeneSets(x_in), self._standardize(x_in)
