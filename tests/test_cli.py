@@ -69,6 +69,7 @@ def test_train_save_then_annotate_in_subprocesses(tiny, tmp_path):
     assert list(table.index) == list(query.obs_names)
     assert set(table["label"]) <= {"alpha", "beta", "ductal", "endothelial", "Unknown"}
     np.testing.assert_allclose(table["confidence"], annotated.obs["scbignn_confidence"], rtol=1e-6)
+    assert table["novelty"].between(0, 1).all()
     assert annotated.var["scbignn_importance"].notna().sum() == 100
 
 

@@ -137,13 +137,16 @@ def annotate(args: argparse.Namespace) -> int:
     if args.mode == "transductive":
         model.train(n_em_iterations=args.em_iterations)
     threshold = None if args.unknown_threshold < 0 else args.unknown_threshold
+    novelty = None if args.novelty_threshold < 0 else args.novelty_threshold
     model.annotate(
         key_added=args.key_added,
         unknown_threshold=threshold,
+        novelty_threshold=novelty,
         gene_importance=not args.no_importance,
     )
     out = model.adata
-    for key in (args.key_added, f"{args.key_added}_confidence"):  # back onto the query's own genes
+    keys = [args.key_added, f"{args.key_added}_confidence", f"{args.key_added}_novelty"]
+    for key in keys:  # back onto the query's own genes
         query.obs[key] = out.obs[key].to_numpy()
     query.obsm[f"X_{args.key_added}"] = out.obsm[f"X_{args.key_added}"]
     if not args.no_importance:
@@ -157,6 +160,7 @@ def annotate(args: argparse.Namespace) -> int:
         {
             "label": query.obs[args.key_added].astype(str),
             "confidence": query.obs[f"{args.key_added}_confidence"],
+            "novelty": query.obs[f"{args.key_added}_novelty"],
         },
         index=query.obs_names,
     ).to_csv(csv)
@@ -213,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.5,
         help="confidence below which a cell is 'Unknown' (negative: never)",
+    )
+    p.add_argument(
+        "--novelty-threshold",
+        type=float,
+        default=0.999,
+        help="novelty (distance to the reference, 0 to 1) above which a cell is 'Unknown' "
+        "(negative: never)",
     )
     p.add_argument("--key-added", default="scbignn")
     p.add_argument("--no-importance", action="store_true", help="skip the gene importances")

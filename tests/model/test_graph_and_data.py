@@ -6,7 +6,13 @@ from scipy import sparse
 
 from scbignn_tools.model import homophily, knn_graph, row_normalized_adjacency
 from scbignn_tools.model._data import GeneSets
-from scbignn_tools.model._graph import expression_basis, extend_graph, project, query_shift
+from scbignn_tools.model._graph import (
+    expression_basis,
+    extend_graph,
+    novelty,
+    project,
+    query_shift,
+)
 
 
 def test_knn_graph_links_nearest_points_and_self():
@@ -94,3 +100,15 @@ def test_query_shift_measures_a_shared_shift_not_a_change_of_composition():
     np.testing.assert_allclose(delta.numpy(), [0.0, 2.0, 0.0], atol=0.1)
     naive = x_new.mean(0) - x_graph.mean(0)  # confounded by composition on gene 0
     assert naive[0] > 2.0
+
+
+def test_novelty_is_near_one_only_for_cells_away_from_the_reference():
+    rng = np.random.default_rng(0)
+    h_ref = rng.normal(size=(500, 4))
+    same = rng.normal(size=(200, 4))  # unseen cells of the reference's kind
+    far = rng.normal(size=(50, 4)) + 6.0  # a kind the reference lacks
+    scores = novelty(h_ref, np.vstack([same, far]), n_neighbors=10)
+    assert scores.shape == (250,) and np.all((scores >= 0) & (scores <= 1))
+    assert np.mean(scores[:200] > 0.99) < 0.05
+    assert np.all(scores[200:] == 1.0)
+    assert 0.3 < np.median(scores[:200]) < 0.8  # ranked like reference cells

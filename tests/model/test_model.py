@@ -61,6 +61,7 @@ def test_annotate_writes_documented_keys_only(tiny):
     assert set(out.obs.columns) - set(before.obs.columns) == {
         "scbignn",
         "scbignn_confidence",
+        "scbignn_novelty",
         "scbignn_q",
     }
     assert set(out.obsm) - set(before.obsm) == {"X_scbignn", "scbignn_probabilities"}

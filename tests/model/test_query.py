@@ -127,3 +127,24 @@ def test_empty_query_and_cells_without_model_genes_are_refused(reference_and_que
     blank.X = type(query.X)(dense)
     with pytest.raises(ValueError, match="1 cells express none of the model's"):
         model.predict(blank)
+
+
+def test_novelty_flags_a_cell_type_the_reference_lacks(tiny):
+    is_new = tiny.obs["cell_type"].to_numpy() == "endothelial"
+    ref = tiny[~is_new].copy()
+    SCBiGNN.setup_anndata(ref, labels_key="labels", unlabeled_category="Unknown")
+    model = SCBiGNN(ref, **SMALL)
+    model.train(validation_size=0.2, **FAST)
+    query = tiny.copy()
+    del query.obs["labels"]
+    out = model.annotate(
+        query, gene_importance=False, copy=True, unknown_threshold=None, novelty_threshold=0.9
+    )
+    nov = out.obs["scbignn_novelty"].to_numpy()
+    assert np.median(nov[is_new]) > 0.9 and np.median(nov[~is_new]) < 0.7
+    flagged = out.obs["scbignn"].to_numpy() == "Unknown"
+    assert flagged[is_new].mean() > 0.5 and flagged[~is_new].mean() < 0.3
+    kept = model.annotate(
+        query, gene_importance=False, copy=True, unknown_threshold=None, novelty_threshold=None
+    )
+    assert (kept.obs["scbignn"] != "Unknown").all()

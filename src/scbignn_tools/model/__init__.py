@@ -1,7 +1,14 @@
 """The scBiGNN model class and its AnnData-free helpers."""
 
 from ._calibration import expected_calibration_error, fit_temperature
-from ._graph import extend_graph, homophily, knn_graph, query_shift, row_normalized_adjacency
+from ._graph import (
+    extend_graph,
+    homophily,
+    knn_graph,
+    novelty,
+    query_shift,
+    row_normalized_adjacency,
+)
 from ._model import SCBiGNN
 from ._preprocessing import check_expression, log_normalize, select_genes
 
@@ -14,6 +21,7 @@ __all__ = [
     "homophily",
     "knn_graph",
     "log_normalize",
+    "novelty",
     "query_shift",
     "row_normalized_adjacency",
     "select_genes",

@@ -126,8 +126,12 @@ def nearest_cells(
     n_neighbors: int,
     method: str = "auto",
     seed: int = 0,
-) -> np.ndarray:
-    """Indices ``(M, k)`` of each new cell's ``n_neighbors`` nearest graph cells (exact or pynndescent)."""
+    return_distance: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Indices ``(M, k)`` of each new cell's ``n_neighbors`` nearest graph cells (exact or pynndescent).
+
+    With ``return_distance``, also their Euclidean distances ``(M, k)``, nearest first.
+    """
     n = coords_graph.shape[0]
     k = min(n_neighbors, n)
     if method == "auto":
@@ -136,11 +140,40 @@ def nearest_cells(
         from sklearn.neighbors import NearestNeighbors
 
         nn = NearestNeighbors(n_neighbors=k).fit(coords_graph)
-        return nn.kneighbors(coords_new, return_distance=False)
-    from pynndescent import NNDescent
+        dist, idx = nn.kneighbors(coords_new)
+    else:
+        from pynndescent import NNDescent
 
-    index = NNDescent(coords_graph, n_neighbors=k, random_state=seed, n_jobs=1)
-    return index.query(coords_new, k=k)[0]
+        index = NNDescent(coords_graph, n_neighbors=k, random_state=seed, n_jobs=1)
+        idx, dist = index.query(coords_new, k=k)
+    return (idx, dist) if return_distance else idx
+
+
+def novelty(
+    h_reference: np.ndarray,
+    h_new: np.ndarray,
+    n_neighbors: int,
+    method: str = "auto",
+    seed: int = 0,
+) -> np.ndarray:
+    r"""How far each new cell lies from the reference cells, as a share of the reference cells.
+
+    A cell's distance :math:`d_i` is its mean Euclidean distance, in q_phi's ``h``, to its
+    2nd to :math:`(k + 1)`-th nearest reference cells (the nearest is skipped, so that a
+    reference cell is not compared with itself). Its novelty is the share of reference cells
+    whose own :math:`d` is smaller: near 1 when the cell is farther from the reference than
+    almost every reference cell is from its neighbours (nearest-neighbour out-of-distribution
+    detection, Sun et al. 2022).
+
+    Shapes: ``h_reference`` ``(N, n_h)``, ``h_new`` ``(M, n_h)``; returns ``(M,)`` in [0, 1].
+    """
+    k = n_neighbors + 1
+
+    def distance(h):
+        return nearest_cells(h_reference, h, k, method, seed, return_distance=True)[1][:, 1:]
+
+    own = np.sort(distance(h_reference).mean(axis=1))
+    return np.searchsorted(own, distance(h_new).mean(axis=1)) / len(own)
 
 
 def query_shift(

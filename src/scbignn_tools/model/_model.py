@@ -33,6 +33,7 @@ from ._graph import (
     expression_basis,
     extend_graph,
     knn_graph,
+    novelty,
     project,
     query_shift,
     row_normalized_adjacency,
@@ -604,6 +605,7 @@ class SCBiGNN(BaseModelClass):
         *,
         key_added: str = "scbignn",
         unknown_threshold: float | None = 0.5,
+        novelty_threshold: float | None = 0.999,
         unknown_label: str = "Unknown",
         gene_importance: bool = True,
         copy: bool = False,
@@ -620,6 +622,12 @@ class SCBiGNN(BaseModelClass):
         unknown_threshold
             Cells whose p_theta confidence (calibrated, see :attr:`calibration_`) is below this
             get ``unknown_label`` instead of a cell type; ``None`` labels every cell.
+        novelty_threshold
+            Cells whose novelty (:func:`~scbignn_tools.model.novelty`: their distance to the
+            labelled reference cells in ``h``, as a share of the reference cells' own
+            distances) is above this also get ``unknown_label``; ``None`` turns this test off.
+            Cell types the reference lacks are caught far better by novelty than by confidence
+            (``docs/benchmarks.md``).
         unknown_label
             Label of rejected cells.
         gene_importance
@@ -638,6 +646,8 @@ class SCBiGNN(BaseModelClass):
             p_theta's cell type (categorical), or ``unknown_label`` below ``unknown_threshold``.
         ``obs[f"{key_added}_confidence"]``
             p_theta's probability of that type.
+        ``obs[f"{key_added}_novelty"]``
+            The cell's novelty against the labelled reference cells, in [0, 1].
         ``obs[f"{key_added}_q"]``
             q_phi's cell type.
         ``obsm[f"X_{key_added}"]``
@@ -661,12 +671,22 @@ class SCBiGNN(BaseModelClass):
         classes = pd.Index(self.classes)
         pred = out["probs_p"].argmax(1)
         confidence = out["probs_p"].max(1)
+        ref = self.reference_
+        novel = novelty(
+            ref["h"][ref["labels"] >= 0], out["h"], self.n_neighbors, self.knn_method_, self.seed
+        )
         labels = pd.Categorical.from_codes(pred, categories=classes)
+        unknown = np.zeros(len(pred), bool)
         if unknown_threshold is not None:
+            unknown |= confidence < unknown_threshold
+        if novelty_threshold is not None:
+            unknown |= novel > novelty_threshold
+        if unknown_threshold is not None or novelty_threshold is not None:
             labels = labels.add_categories([unknown_label])
-            labels[confidence < unknown_threshold] = unknown_label
+            labels[unknown] = unknown_label
         rna.obs[key_added] = labels
         rna.obs[f"{key_added}_confidence"] = confidence
+        rna.obs[f"{key_added}_novelty"] = novel
         rna.obs[f"{key_added}_q"] = pd.Categorical.from_codes(
             out["probs_q"].argmax(1), categories=classes
         )
@@ -690,6 +710,7 @@ class SCBiGNN(BaseModelClass):
             "model": "p_theta",
             "n_neighbors": self.n_neighbors,
             "unknown_threshold": -1.0 if unknown_threshold is None else unknown_threshold,
+            "novelty_threshold": -1.0 if novelty_threshold is None else novelty_threshold,
             "query_shift": out.get("query_shift", 0.0),
         }
         if isinstance(target, MuData):
