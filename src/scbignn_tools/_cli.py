@@ -70,11 +70,12 @@ def demo(args: argparse.Namespace) -> int:
             for c in adata.obs["bulk_labels"].cat.categories
             if c in adata.obs["scbignn"].cat.categories
         ]
-        adata.obs["scbignn"] = adata.obs["scbignn"].cat.reorder_categories(order)
+        extra = [c for c in adata.obs["scbignn"].cat.categories if c not in order]  # "Unknown"
+        adata.obs["scbignn"] = adata.obs["scbignn"].cat.reorder_categories(order + extra)
         if "bulk_labels_colors" in adata.uns:
             truth_colors = adata.uns["bulk_labels_colors"]
             colors = dict(zip(adata.obs["bulk_labels"].cat.categories, truth_colors, strict=True))
-            adata.uns["scbignn_colors"] = [colors[c] for c in order]
+            adata.uns["scbignn_colors"] = [colors[c] for c in order] + ["lightgrey"] * len(extra)
         sc.pp.neighbors(adata, use_rep="X_scbignn")
         sc.tl.umap(adata, random_state=0)
         fig = sc.pl.umap(
