@@ -829,7 +829,7 @@ class SCBiGNN(BaseModelClass):
             ):
                 x_all, h_all, adj = x_graph, ref["h"], ref["adj"]
             else:
-                shift = self._query_shift(target, x, h, batch_size)
+                shift = self._query_shift(target, x, h, x_graph, batch_size)
                 x = x - shift
                 out["shift"] = shift
                 out["query_shift"] = float(shift.square().mean().sqrt())
@@ -845,7 +845,9 @@ class SCBiGNN(BaseModelClass):
             out["h_prime"] = h_prime[-n:]
         return out
 
-    def _query_shift(self, target, x: torch.Tensor, h: np.ndarray, batch_size: int):
+    def _query_shift(
+        self, target, x: torch.Tensor, h: np.ndarray, x_graph: torch.Tensor, batch_size: int
+    ):
         """The expression shift of inductive cells against the reference (:func:`query_shift`).
 
         A query model (:meth:`load_query_data`) measures it once on its whole query, so that a
@@ -856,12 +858,13 @@ class SCBiGNN(BaseModelClass):
             if getattr(self, "_own_query_shift", None) is None:
                 sets, x_own = self._inputs(None)
                 _, h_own = q_inference(self.module, sets, x_own, None, batch_size, self.device)
-                self._own_query_shift = self._query_shift(self.adata, x_own, h_own, batch_size)
+                self._own_query_shift = self._query_shift(
+                    self.adata, x_own, h_own, x_graph, batch_size
+                )
             return self._own_query_shift
         if len(x) < MIN_SHIFT_CELLS:
             return torch.zeros_like(x[0])
         ref = self.reference_
-        x_graph = self._standardize(ref["x"])
         return query_shift(x, h, x_graph, ref["h"], self.n_neighbors, self.knn_method_, self.seed)
 
     def _standardize(self, x_in) -> torch.Tensor:
