@@ -71,6 +71,11 @@ def test_annotate_writes_documented_keys_only(tiny):
     imp = out.var["scbignn_importance"]
     assert imp.notna().sum() == 100 and (imp.dropna() >= 0).all()
     assert out.varm["scbignn_importance"].shape == (tiny.n_vars, 4)
+    # probability columns follow uns["scbignn"]["classes"] and agree with the labels
+    probs, classes = out.obsm["scbignn_probabilities"], out.uns["scbignn"]["classes"]
+    known = out.obs["scbignn"] != "Unknown"
+    assert probs.shape == (tiny.n_obs, 4) and known.any()
+    assert (np.asarray(classes)[probs.argmax(1)][known] == out.obs["scbignn"][known]).all()
     # the overall importance is the model's, over all cells
     direct = model.get_gene_importance()
     np.testing.assert_allclose(

@@ -653,11 +653,14 @@ class SCBiGNN(BaseModelClass):
         ``obsm[f"X_{key_added}"]``
             q_phi's cell representation ``h``.
         ``obsm[f"{key_added}_probabilities"]``
-            p_theta's class probabilities (DataFrame, a column per type).
+            p_theta's class probabilities, a column per type in the order of
+            ``uns[key_added]["classes"]``.
         ``var[f"{key_added}_importance"]``
             Gene importance (section 4.5); NaN for genes the model does not use.
         ``varm[f"{key_added}_importance"]``
-            Gene importance per predicted cell type (DataFrame).
+            Gene importance per predicted cell type, columns as in ``uns[key_added]["classes"]``
+            (NaN for a type no cell was predicted as). Arrays rather than DataFrames, because
+            cell type names may contain ``/``, which h5ad files do not allow in column names.
         ``uns[key_added]``
             The classes, the settings of this call and ``query_shift``: the root mean square of
             the expression shift removed from inductive cells (:func:`query_shift`), in
@@ -691,9 +694,9 @@ class SCBiGNN(BaseModelClass):
             out["probs_q"].argmax(1), categories=classes
         )
         rna.obsm[f"X_{key_added}"] = out["h"]
-        rna.obsm[f"{key_added}_probabilities"] = pd.DataFrame(
-            out["probs_p"], index=rna.obs_names, columns=classes
-        )
+        # arrays, not DataFrames: cell type names such as "CD4+/CD25 T Reg" cannot be column
+        # names in an h5ad file (anndata 0.12 warns that forward slashes will be refused)
+        rna.obsm[f"{key_added}_probabilities"] = out["probs_p"]
         if gene_importance:
             per_type = self._attention(target, classes[pred].to_numpy(), 32, out["inputs"])
             genes = pd.Index(self.genes)
@@ -704,7 +707,7 @@ class SCBiGNN(BaseModelClass):
             )
             rna.varm[f"{key_added}_importance"] = table.reindex(
                 index=rna.var_names, columns=classes
-            )
+            ).to_numpy()
         rna.uns[key_added] = {
             "classes": list(classes),
             "model": "p_theta",
@@ -850,11 +853,16 @@ class SCBiGNN(BaseModelClass):
     ):
         """The expression shift of inductive cells against the reference (:func:`query_shift`).
 
-        A query model (:meth:`load_query_data`) measures it once on its whole query, so that a
-        cell's annotation does not depend on the other cells passed with it; other models
-        measure it on the cells given. Under ``MIN_SHIFT_CELLS`` cells it is not measured (zero).
+        A query model (:meth:`load_query_data`) measures it once on its whole query and uses it
+        for any subset of that query, so that a cell's annotation does not depend on the other
+        cells passed with it. Other cells, and the cells given to other models, are measured
+        on their own. Under ``MIN_SHIFT_CELLS`` cells it is not measured (zero).
         """
-        if self._is_query() and target is not self.adata:
+        own_query = self._is_query() and target is not self.adata
+        if own_query:
+            names = self._rna(self.adata).obs_names
+            own_query = bool(self._rna(target).obs_names.isin(names).all())
+        if own_query:
             if getattr(self, "_own_query_shift", None) is None:
                 sets, x_own = self._inputs(None)
                 _, h_own = q_inference(self.module, sets, x_own, None, batch_size, self.device)
