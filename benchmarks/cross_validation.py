@@ -136,30 +136,43 @@ def worker(args) -> None:
         "scanvi_epochs": [int(e) for e in args.scanvi_epochs.split(",")],
     }
     folds = StratifiedKFold(5, shuffle=True, random_state=0).split(np.zeros(len(y)), y)
-    rows = []
+    done = finished_folds(Path(args.raw)).get((args.dataset, args.method), set())
     for fold, (train, test) in enumerate(folds):
         if fold >= args.folds:
             break
+        if fold in done:
+            continue
         preds, fit, predict = run_fold(args.method, adata, y, train, test, x, options)
-        for name, pred in preds.items():
-            pred = np.asarray(pred).astype(str)
-            rows.append(
-                {
-                    "dataset": args.dataset,
-                    "method": name,
-                    "fold": fold,
-                    "n_cells": adata.n_obs,
-                    "accuracy": accuracy_score(y[test], pred),
-                    "macro_f1": f1_score(y[test], pred, average="macro"),
-                    "fit_s": fit,
-                    "predict_s": predict,
-                }
-            )
-        print(args.dataset, args.method, fold, f"{rows[-1]['accuracy']:.4f}", flush=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    with open(args.raw, "a") as f:
-        for row in rows:
-            f.write(json.dumps({**row, "peak_rss_mb": round(peak)}) + "\n")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # so far
+        rows = [
+            {
+                "dataset": args.dataset,
+                "method": name,
+                "fold": fold,
+                "n_cells": adata.n_obs,
+                "accuracy": accuracy_score(y[test], np.asarray(pred).astype(str)),
+                "macro_f1": f1_score(y[test], np.asarray(pred).astype(str), average="macro"),
+                "fit_s": fit,
+                "predict_s": predict,
+                "peak_rss_mb": round(peak),
+            }
+            for name, pred in preds.items()
+        ]
+        with open(args.raw, "a") as f:  # after every fold, so that --resume loses little
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+        print(args.dataset, args.method, fold, f"{rows[0]['accuracy']:.4f}", flush=True)
+
+
+def finished_folds(raw: Path) -> dict[tuple[str, str], set[int]]:
+    """Folds already in ``raw`` per (dataset, method key)."""
+    if not raw.exists():
+        return {}
+    keys = {label: key for key, label in LABELS.items()}
+    done: dict[tuple[str, str], set[int]] = {}
+    for line in raw.read_text().splitlines():
+        r = json.loads(line)
+        done.setdefault((r["dataset"], keys.get(r["method"], "scbignn")), set()).add(r["fold"])
+    return done
 
 
 def summarize(folds: pd.DataFrame) -> pd.DataFrame:
@@ -213,7 +226,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument(
-        "--resume", action="store_true", help="keep the rows left in --out by a cut-off run"
+        "--resume", action="store_true", help="keep the folds left in --out by a cut-off run"
     )
     parser.add_argument("--worker", nargs=2, metavar=("DATASET", "METHOD"), help=argparse.SUPPRESS)
     parser.add_argument("--raw", help=argparse.SUPPRESS)
@@ -226,13 +239,9 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     raw = out / "cv_raw.jsonl"
-    done = set()
-    if args.resume and raw.exists():  # keep the rows of an interrupted run
-        rows = [json.loads(line) for line in raw.read_text().splitlines()]
-        keys = {label: key for key, label in LABELS.items()}
-        done = {(r["dataset"], keys.get(r["method"], "scbignn")) for r in rows}
-    else:
+    if not args.resume:  # else keep the folds of an interrupted run
         raw.unlink(missing_ok=True)
+    done = finished_folds(raw)
     start = time.perf_counter()
     passthrough = [
         f"--{k.replace('_', '-')}={v}"
@@ -246,7 +255,7 @@ def main() -> None:
         raise SystemExit(f"Unknown methods {unknown}; choose from {', '.join(METHODS)}.")
     for dataset in args.datasets.split(","):
         for method in methods:
-            if (dataset, method) in done:
+            if len(done.get((dataset, method), ())) >= args.folds:
                 continue
             cmd = [sys.executable, __file__, "--worker", dataset, method, f"--raw={raw}"]
             subprocess.run(cmd + passthrough, check=True)
