@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from scbignn_tools.model._training import confident_weights, draw_targets
+from scbignn_tools.model._training import _loss, class_weights, confident_weights, draw_targets
 
 
 def test_confident_weights_keep_labelled_and_confident_cells():
@@ -25,3 +26,20 @@ def test_draw_targets_keeps_true_labels():
     assert soft[0].tolist() == [0, 1]
     sampled = draw_targets(probs, labels, "sample", rng)
     assert sampled.sum(1).tolist() == [1, 1, 1] and sampled[0].tolist() == [0, 1]
+
+
+def test_class_weights_balance_the_loss_of_each_type():
+    labels = np.array([0] * 8 + [1] * 2 + [-1] * 5)  # 8 cells of type 0, 2 of type 1
+    np.testing.assert_allclose(class_weights(labels, 2, 0.0), [1, 1])
+    v = class_weights(labels, 2, 1.0)
+    assert v[1] / v[0] == 4 and (8 * v[0] + 2 * v[1]) / 10 == 1  # balanced, mean 1
+    np.testing.assert_allclose(
+        class_weights(labels, 2, 0.5)[1] / class_weights(labels, 2, 0.5)[0], 2
+    )
+    # in the loss, each type then weighs the same: the rare type's error costs 4 times more
+    logits = torch.zeros(10, 2)
+    targets = torch.as_tensor(np.eye(2, dtype=np.float32)[labels[:10]])
+    logits[:8, 0] = 5.0  # type 0 right, type 1 wrong
+    plain = _loss(logits, targets, torch.ones(10))
+    balanced = _loss(logits, targets, torch.ones(10), torch.as_tensor(v))
+    assert balanced > 2 * plain

@@ -11,6 +11,7 @@ from ._graph import (
 )
 from ._model import SCBiGNN
 from ._preprocessing import check_expression, log_normalize, select_genes
+from ._training import class_weights
 
 __all__ = [
     "expected_calibration_error",
@@ -18,6 +19,7 @@ __all__ = [
     "fit_temperature",
     "SCBiGNN",
     "check_expression",
+    "class_weights",
     "homophily",
     "knn_graph",
     "log_normalize",

@@ -367,6 +367,7 @@ class SCBiGNN(BaseModelClass):
         beta: float = 1.0,
         pseudo_labels: PseudoLabels = "argmax",
         pseudo_label_threshold: float = 0.95,
+        class_balance: float = 0.0,
         validation_size: float = 0.1,
         knn_method: Literal["auto", "exact", "pynndescent"] = "auto",
         accelerator: str = "auto",
@@ -417,6 +418,10 @@ class SCBiGNN(BaseModelClass):
             sees q_phi's ``h``) learned to repeat q_phi and never corrected it; even a weight of
             0.05 on all pseudo-labels did that on PBMC3k. With 0.9 to 0.99 it corrects q_phi
             (0.936 to 0.939 against q_phi's 0.915).
+        class_balance
+            Exponent of the class weights ``(n / (C n_c)) ** class_balance`` on every loss term
+            (:func:`~scbignn_tools.model.class_weights`): 0 weighs every cell alike, 1 makes
+            each cell type count as much as any other (sklearn's ``"balanced"``).
         validation_size
             Share of the labelled cells held out (their labels hidden) to measure accuracy.
         knn_method
@@ -464,6 +469,7 @@ class SCBiGNN(BaseModelClass):
             pseudo_label_threshold,
             self.n_neighbors,
             knn_method,
+            class_balance,
         )
         torch.manual_seed(self.seed)
         self.history_ = EMTrainer(self.module, data, config, device, self.seed, progress_bar).fit()

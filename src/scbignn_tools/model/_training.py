@@ -38,6 +38,7 @@ class EMConfig:
     pseudo_label_threshold: float = 0.95
     n_neighbors: int = 10
     knn_method: str = "auto"
+    class_balance: float = 0.0
 
 
 @dataclass
@@ -101,9 +102,32 @@ def confident_weights(probs: np.ndarray, labels: np.ndarray, threshold: float) -
     return ((labels >= 0) | (probs.max(axis=1) >= threshold)).astype(np.float32)
 
 
-def _loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    r"""Weighted cross-entropy :math:`-\sum_i w_i \sum_c t_{ic} \log q(c)` (Eqs. 6-7 and 9)."""
+def class_weights(labels: np.ndarray, n_classes: int, exponent: float) -> np.ndarray:
+    r"""Weights :math:`v_c = (n / (C\,n_c))^{\gamma}` of the classes, for a class-balanced loss.
+
+    :math:`n_c` counts the labelled cells of class :math:`c`; :math:`\gamma` = ``exponent`` is 0
+    for no balancing and 1 for sklearn's ``class_weight="balanced"``. The weights are scaled so
+    that their mean over the labelled cells is 1. Shape ``(n_classes,)``.
+    """
+    known = labels[labels >= 0]
+    counts = np.bincount(known, minlength=n_classes).astype(np.float64)
+    v = (len(known) / (n_classes * np.maximum(counts, 1))) ** exponent
+    return (v / v[known].mean()).astype(np.float32)
+
+
+def _loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    weights: torch.Tensor,
+    class_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Weighted cross-entropy :math:`-\sum_i w_i \sum_c t_{ic} \log q(c)` (Eqs. 6-7 and 9).
+
+    With ``class_weight`` :math:`v`, cell :math:`i` weighs :math:`w_i \sum_c t_{ic} v_c`.
+    """
     nll = -(targets * F.log_softmax(logits, dim=-1)).sum(dim=-1)
+    if class_weight is not None:
+        weights = weights * (targets @ class_weight)
     return (weights * nll).sum() / weights.sum()
 
 
@@ -176,6 +200,12 @@ class EMTrainer:
         self.n_cells = len(data.sets)
         self._bar = None
         self._adj = None  # p_theta's graph, kept across M-steps when it does not depend on q
+        self._class_weight = None
+        if config.class_balance:
+            v = class_weights(
+                data.labels, module.q.classifier[-1].out_features, config.class_balance
+            )
+            self._class_weight = torch.as_tensor(v, device=device)
 
     # --- one step each -------------------------------------------------------------------
     def fit_q(
@@ -200,7 +230,7 @@ class EMTrainer:
                 genes, values, mask = data.sets.batch(part, self.device, cfg.max_genes, self.rng)
                 idx = torch.as_tensor(part, device=self.device)
                 logits, _ = q(genes, values, mask, data.x[idx])
-                loss = _loss(logits, targets[idx], weights[idx])
+                loss = _loss(logits, targets[idx], weights[idx], self._class_weight)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -239,7 +269,7 @@ class EMTrainer:
             )
             p.train()
             logits, _ = p(data.x, h_t, adj)
-            loss = _loss(logits, targets, weights)
+            loss = _loss(logits, targets, weights, self._class_weight)
             opt.zero_grad()
             loss.backward()
             opt.step()
