@@ -170,7 +170,10 @@ def finished_folds(raw: Path) -> dict[tuple[str, str], set[int]]:
     keys = {label: key for key, label in LABELS.items()}
     done: dict[tuple[str, str], set[int]] = {}
     for line in raw.read_text().splitlines():
-        r = json.loads(line)
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a killed run
+            continue
         done.setdefault((r["dataset"], keys.get(r["method"], "scbignn")), set()).add(r["fold"])
     return done
 
@@ -255,18 +258,21 @@ def main() -> None:
         raise SystemExit(f"Unknown methods {unknown}; choose from {', '.join(METHODS)}.")
     for dataset in args.datasets.split(","):
         for method in methods:
-            if len(done.get((dataset, method), ())) >= args.folds:
+            if len({f for f in done.get((dataset, method), ()) if f < args.folds}) >= args.folds:
                 continue
             cmd = [sys.executable, __file__, "--worker", dataset, method, f"--raw={raw}"]
             subprocess.run(cmd + passthrough, check=True)
             write_tables(raw, out, args, time.perf_counter() - start)  # partial results too
+    write_tables(raw, out, args, time.perf_counter() - start)  # also when every fold was done
     raw.unlink()
     print((out / "cv_summary.md").read_text())
 
 
 def write_tables(raw: Path, out: Path, args, total_s: float) -> None:
     """Per-fold CSV, summary CSV and summary Markdown from the rows written so far."""
-    folds = pd.DataFrame([json.loads(line) for line in raw.read_text().splitlines()])
+    folds = pd.DataFrame(
+        [json.loads(line) for line in raw.read_text().splitlines() if line.endswith("}")]
+    )
     folds.to_csv(out / "cv_folds.csv", index=False)
     summary = summarize(folds)
     summary.to_csv(out / "cv_summary.csv", index=False)

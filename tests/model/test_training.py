@@ -36,6 +36,8 @@ def test_class_weights_balance_the_loss_of_each_type():
     np.testing.assert_allclose(
         class_weights(labels, 2, 0.5)[1] / class_weights(labels, 2, 0.5)[0], 2
     )
+    absent = class_weights(labels, 3, 1.0)  # a third type without labelled cells
+    assert absent[2] == absent[1]
     # in the loss, each type then weighs the same: the rare type's error costs 4 times more
     logits = torch.zeros(10, 2)
     targets = torch.as_tensor(np.eye(2, dtype=np.float32)[labels[:10]])

@@ -106,12 +106,14 @@ def class_weights(labels: np.ndarray, n_classes: int, exponent: float) -> np.nda
     r"""Weights :math:`v_c = (n / (C\,n_c))^{\gamma}` of the classes, for a class-balanced loss.
 
     :math:`n_c` counts the labelled cells of class :math:`c`; :math:`\gamma` = ``exponent`` is 0
-    for no balancing and 1 for sklearn's ``class_weight="balanced"``. The weights are scaled so
-    that their mean over the labelled cells is 1. Shape ``(n_classes,)``.
+    for no balancing and 1 for sklearn's ``class_weight="balanced"``. A class without labelled
+    cells weighs as the rarest class that has some. The weights are scaled so that their mean
+    over the labelled cells is 1. Shape ``(n_classes,)``.
     """
     known = labels[labels >= 0]
     counts = np.bincount(known, minlength=n_classes).astype(np.float64)
     v = (len(known) / (n_classes * np.maximum(counts, 1))) ** exponent
+    v[counts == 0] = v[counts > 0].max()  # a class without labelled cells: as the rarest one
     return (v / v[known].mean()).astype(np.float32)
 
 
@@ -200,6 +202,7 @@ class EMTrainer:
         self.n_cells = len(data.sets)
         self._bar = None
         self._adj = None  # p_theta's graph, kept across M-steps when it does not depend on q
+        self.graph = None  # the last kNN graph (scipy), for the caller to keep
         self._class_weight = None
         if config.class_balance:
             v = class_weights(
@@ -252,8 +255,8 @@ class EMTrainer:
         coords = h if data.graph_coords is None else data.graph_coords
         if self._adj is None or data.graph_coords is None:
             seed = int(self.rng.integers(2**31))
-            adj = knn_graph(coords, cfg.n_neighbors, cfg.knn_method, seed)
-            self._adj = row_normalized_adjacency(adj, self.device)
+            self.graph = knn_graph(coords, cfg.n_neighbors, cfg.knn_method, seed)
+            self._adj = row_normalized_adjacency(self.graph, self.device)
         adj = self._adj
         weights = torch.as_tensor(
             confident_weights(target_probs, data.labels, cfg.pseudo_label_threshold),
