@@ -38,7 +38,7 @@ class EMConfig:
     pseudo_label_threshold: float = 0.95
     n_neighbors: int = 10
     knn_method: str = "auto"
-    class_balance: float = 0.0
+    class_balance: float = 0.5
 
 
 @dataclass
