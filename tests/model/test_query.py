@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from scbignn_tools.model import SCBiGNN
+from scbignn_tools.model import SCBiGNN, _model
 from scbignn_tools.model._calibration import expected_calibration_error, fit_temperature
 
 FAST = {
@@ -85,8 +86,11 @@ def test_rejection_threshold(reference_and_query):
     model, query, _ = reference_and_query
     everyone = model.annotate(query, unknown_threshold=1.01, gene_importance=False, copy=True)
     assert (everyone.obs["scbignn"] == "Unknown").all()
-    nobody = model.annotate(query, unknown_threshold=None, gene_importance=False, copy=True)
+    kw = {"gene_importance": False, "copy": True}
+    nobody = model.annotate(query, unknown_threshold=None, novelty_threshold=None, **kw)
     assert (nobody.obs["scbignn"] != "Unknown").all()
+    novel = model.annotate(query, unknown_threshold=None, novelty_threshold=-1.0, **kw)
+    assert (novel.obs["scbignn"] == "Unknown").all()  # novelty alone rejects too
 
 
 def test_query_gene_overlap_errors(reference_and_query):
@@ -100,19 +104,26 @@ def test_query_gene_overlap_errors(reference_and_query):
         SCBiGNN.prepare_query_anndata(partial, model)
 
 
-def test_inductive_mode_removes_a_shift_shared_by_the_query(reference_and_query):
+def test_inductive_mode_removes_a_shift_shared_by_the_query(reference_and_query, monkeypatch):
     model, query, path = reference_and_query
-    plain = model.annotate(query, gene_importance=False, copy=True)
+    kw = {"gene_importance": False, "copy": True, "unknown_threshold": None}
+    plain = model.annotate(query, novelty_threshold=None, **kw)
     shifted = query.copy()
     stimulated = model.genes[:40]
     dense = shifted.X.toarray()
     dense[:, shifted.var_names.isin(stimulated)] += 20  # every query cell gains these counts
     shifted.X = type(query.X)(dense)
-    moved = model.annotate(shifted, gene_importance=False, copy=True)
+    moved = model.annotate(shifted, novelty_threshold=None, **kw)
     assert moved.uns["scbignn"]["query_shift"] > 2 * plain.uns["scbignn"]["query_shift"]
     shift = model._infer(shifted, 256, with_p=True)["shift"].numpy() ** 2
     assert shift[np.isin(model.genes, stimulated)].sum() > 0.8 * shift.sum()
-    agree = np.mean(moved.obs["scbignn"].to_numpy() == plain.obs["scbignn"].to_numpy())
+    with monkeypatch.context() as m:  # the same without removing the shift
+        m.setattr(_model, "query_shift", lambda x_new, *a, **k: torch.zeros(x_new.shape[1]))
+        uncorrected = model.annotate(shifted, novelty_threshold=None, **kw)
+    assert uncorrected.uns["scbignn"]["query_shift"] == 0
+    labels = plain.obs["scbignn"].to_numpy()
+    agree = np.mean(moved.obs["scbignn"].to_numpy() == labels)
+    assert agree >= np.mean(uncorrected.obs["scbignn"].to_numpy() == labels)
     assert agree > 0.9
     # a query model keeps the shift of its own query for its cells, and measures other cells,
     # also when they carry the names of its cells
