@@ -43,3 +43,19 @@ def test_cross_validation_harness_writes_tables(tmp_path, data_dir):
     assert (summary["peak_rss_mb"] > 0).all()
     table = (tmp_path / "cv_summary.md").read_text()
     assert "### baron_mouse (2 folds)" in table and "| GCN-C |" in table
+
+
+def test_markdown_marks_a_method_short_of_folds(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from cross_validation import markdown, summarize
+
+    rows = [
+        {"dataset": "d", "method": m, "fold": f, "accuracy": 0.9, "macro_f1": 0.8, "fit_s": 1.0,
+         "predict_s": 0.1, "peak_rss_mb": 100}
+        for m, n in (("full", 5), ("partial", 2))
+        for f in range(n)
+    ]  # fmt: skip
+    text = markdown(summarize(pd.DataFrame(rows)), "header")
+    assert "### d (5 folds)" in text
+    assert "| partial (2 of 5 folds) |" in text
+    assert "| full |" in text
