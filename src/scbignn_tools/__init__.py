@@ -2,7 +2,7 @@
 
 from importlib.metadata import version
 
-from . import model, module, nn
+from . import model, module, nn, pl
 
-__all__ = ["model", "module", "nn"]
+__all__ = ["model", "module", "nn", "pl"]
 __version__ = version("scbignn-tools")

@@ -2,9 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from scbignn_tools.model import SCBiGNN, _model
+from scbignn_tools.model import SCBiGNN
 from scbignn_tools.model._calibration import expected_calibration_error, fit_temperature
 
 FAST = {
@@ -91,6 +90,11 @@ def test_rejection_threshold(reference_and_query):
     assert (nobody.obs["scbignn"] != "Unknown").all()
     novel = model.annotate(query, unknown_threshold=None, novelty_threshold=-1.0, **kw)
     assert (novel.obs["scbignn"] == "Unknown").all()  # novelty alone rejects too
+    # the settings say which rule was on: "off" (NaN) cannot be mistaken for a threshold
+    assert np.isnan(nobody.uns["scbignn"]["novelty_threshold"])
+    assert novel.uns["scbignn"]["novelty_threshold"] == -1.0
+    assert np.isnan(novel.uns["scbignn"]["unknown_threshold"])
+    assert everyone.uns["scbignn"]["unknown_threshold"] == 1.01
 
 
 def test_query_gene_overlap_errors(reference_and_query):
@@ -104,7 +108,7 @@ def test_query_gene_overlap_errors(reference_and_query):
         SCBiGNN.prepare_query_anndata(partial, model)
 
 
-def test_inductive_mode_removes_a_shift_shared_by_the_query(reference_and_query, monkeypatch):
+def test_inductive_mode_removes_a_shift_shared_by_the_query(reference_and_query):
     model, query, path = reference_and_query
     kw = {"gene_importance": False, "copy": True, "unknown_threshold": None}
     plain = model.annotate(query, novelty_threshold=None, **kw)
@@ -117,10 +121,11 @@ def test_inductive_mode_removes_a_shift_shared_by_the_query(reference_and_query,
     assert moved.uns["scbignn"]["query_shift"] > 2 * plain.uns["scbignn"]["query_shift"]
     shift = model._infer(shifted, 256, with_p=True)["shift"].numpy() ** 2
     assert shift[np.isin(model.genes, stimulated)].sum() > 0.8 * shift.sum()
-    with monkeypatch.context() as m:  # the same without removing the shift
-        m.setattr(_model, "query_shift", lambda x_new, *a, **k: torch.zeros(x_new.shape[1]))
-        uncorrected = model.annotate(shifted, novelty_threshold=None, **kw)
+    uncorrected = model.annotate(shifted, novelty_threshold=None, remove_query_shift=False, **kw)
     assert uncorrected.uns["scbignn"]["query_shift"] == 0
+    assert not uncorrected.uns["scbignn"]["remove_query_shift"]
+    soft = model.predict(shifted, soft=True, remove_query_shift=False)
+    np.testing.assert_allclose(soft.to_numpy(), uncorrected.obsm["scbignn_probabilities"])
     labels = plain.obs["scbignn"].to_numpy()
     agree = np.mean(moved.obs["scbignn"].to_numpy() == labels)
     assert agree >= np.mean(uncorrected.obs["scbignn"].to_numpy() == labels)

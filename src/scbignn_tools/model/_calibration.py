@@ -26,16 +26,36 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(log_t.detach().exp().clamp(1e-2, 1e3))
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
-    """Expected calibration error: mean gap between confidence and accuracy over confidence bins."""
+def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15):
+    """Mean confidence, accuracy and number of cells of each non-empty confidence bin.
+
+    Parameters
+    ----------
+    probs
+        Cells x classes probabilities.
+    labels
+        True class index of each cell.
+    n_bins
+        Equal-width bins over [0, 1] of the highest probability.
+
+    Returns
+    -------
+    Three arrays of the non-empty bins: mean confidence, accuracy, cell count.
+    """
     conf = probs.max(axis=1)
     correct = probs.argmax(axis=1) == labels
     bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
-    ece = 0.0
-    for b in np.unique(bins):
-        sel = bins == b
-        ece += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
-    return float(ece)
+    count = np.bincount(bins, minlength=n_bins)
+    keep = count > 0
+    mean_conf = np.bincount(bins, conf, minlength=n_bins)[keep] / count[keep]
+    accuracy = np.bincount(bins, correct, minlength=n_bins)[keep] / count[keep]
+    return mean_conf, accuracy, count[keep]
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
+    """Expected calibration error: mean gap between confidence and accuracy over confidence bins."""
+    conf, accuracy, count = reliability_bins(probs, labels, n_bins)
+    return float(np.sum(count * np.abs(accuracy - conf)) / count.sum())
 
 
 def calibrate(logits_q: np.ndarray, logits_p: np.ndarray, labels: np.ndarray) -> dict[str, float]:

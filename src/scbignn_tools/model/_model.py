@@ -457,21 +457,21 @@ class SCBiGNN(BaseModelClass):
         coords = None if basis is None else _graph_coords(x, None, basis)
         data = EMData(GeneSets(x_in), x, train_labels, validation, validation_labels, coords)
         config = EMConfig(
-            n_em_iterations,
-            pretrain_epochs,
-            q_epochs,
-            p_epochs,
-            lr_q,
-            lr_p,
-            weight_decay,
-            batch_size,
-            max_genes,
-            beta,
-            pseudo_labels,
-            pseudo_label_threshold,
-            self.n_neighbors,
-            knn_method,
-            class_balance,
+            n_em_iterations=n_em_iterations,
+            pretrain_epochs=pretrain_epochs,
+            q_epochs=q_epochs,
+            p_epochs=p_epochs,
+            lr_q=lr_q,
+            lr_p=lr_p,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            max_genes=max_genes,
+            beta=beta,
+            pseudo_labels=pseudo_labels,
+            pseudo_label_threshold=pseudo_label_threshold,
+            n_neighbors=self.n_neighbors,
+            knn_method=knn_method,
+            class_balance=class_balance,
         )
         torch.manual_seed(self.seed)
         trainer = EMTrainer(self.module, data, config, device, self.seed, progress_bar)
@@ -505,6 +505,7 @@ class SCBiGNN(BaseModelClass):
         soft: bool = False,
         model: Literal["p", "q"] = "p",
         batch_size: int = 256,
+        remove_query_shift: bool = True,
     ) -> np.ndarray | pd.DataFrame:
         """Cell types predicted by p_theta (default) or q_phi.
 
@@ -520,12 +521,14 @@ class SCBiGNN(BaseModelClass):
             ``"p"`` for p_theta (cell-level GNN), ``"q"`` for q_phi (gene-level GNN).
         batch_size
             Cells per q_phi batch.
+        remove_query_shift
+            As in :meth:`annotate`; p_theta only.
 
         Returns
         -------
         Labels (``soft=False``) or a cells x cell types DataFrame of probabilities.
         """
-        out = self._infer(adata, batch_size, with_p=model == "p")
+        out = self._infer(adata, batch_size, with_p=model == "p", remove_shift=remove_query_shift)
         probs = out["probs_p"] if model == "p" else out["probs_q"]
         if soft:
             return pd.DataFrame(probs, index=out["obs_names"], columns=self.classes)
@@ -619,6 +622,7 @@ class SCBiGNN(BaseModelClass):
         novelty_threshold: float | None = 0.999,
         unknown_label: str = "Unknown",
         gene_importance: bool = True,
+        remove_query_shift: bool = True,
         copy: bool = False,
         batch_size: int = 256,
     ) -> AnnData | None:
@@ -643,6 +647,10 @@ class SCBiGNN(BaseModelClass):
             Label of rejected cells.
         gene_importance
             Also compute the attention-derived gene importances (one more pass over the cells).
+        remove_query_shift
+            Before linking cells that are not in the trained graph to it (inductive mode),
+            remove the expression shift they share against the reference
+            (:func:`~scbignn_tools.model.query_shift`). Turn off only to see its effect.
         copy
             Annotate and return a copy instead of writing in place.
         batch_size
@@ -673,14 +681,15 @@ class SCBiGNN(BaseModelClass):
             (NaN for a type no cell was predicted as). Arrays rather than DataFrames, because
             cell type names may contain ``/``, which h5ad files do not allow in column names.
         ``uns[key_added]``
-            The classes, the settings of this call and ``query_shift``: the root mean square of
-            the expression shift removed from inductive cells (:func:`query_shift`), in
-            reference standard deviations per gene; 0 for cells of the trained graph.
+            The classes, the settings of this call (a threshold that is off is NaN) and
+            ``query_shift``: the root mean square of the expression shift removed from
+            inductive cells (:func:`query_shift`), in reference standard deviations per gene; 0
+            for cells of the trained graph or with ``remove_query_shift=False``.
         """
         target = self._target(adata)
         if copy:
             target = target.copy()
-        out = self._infer(target, batch_size, with_p=True)
+        out = self._infer(target, batch_size, with_p=True, remove_shift=remove_query_shift)
         rna = self._rna(target)
         classes = pd.Index(self.classes)
         pred = out["probs_p"].argmax(1)
@@ -723,8 +732,10 @@ class SCBiGNN(BaseModelClass):
             "classes": list(classes),
             "model": "p_theta",
             "n_neighbors": self.n_neighbors,
-            "unknown_threshold": -1.0 if unknown_threshold is None else unknown_threshold,
-            "novelty_threshold": -1.0 if novelty_threshold is None else novelty_threshold,
+            # NaN for "off": h5ad cannot store None, and any number could be a real threshold
+            "unknown_threshold": np.nan if unknown_threshold is None else unknown_threshold,
+            "novelty_threshold": np.nan if novelty_threshold is None else novelty_threshold,
+            "remove_query_shift": remove_query_shift,
             "query_shift": out.get("query_shift", 0.0),
         }
         if isinstance(target, MuData):
@@ -812,7 +823,7 @@ class SCBiGNN(BaseModelClass):
             return x_in
         return GeneSets(x_in), self._standardize(x_in)
 
-    def _infer(self, adata, batch_size: int, with_p: bool) -> dict:
+    def _infer(self, adata, batch_size: int, with_p: bool, remove_shift: bool = True) -> dict:
         """q_phi over the cells of ``adata`` and, with ``with_p``, p_theta on its graph.
 
         Cells of the trained graph are predicted on it; other cells are linked to their
@@ -843,7 +854,11 @@ class SCBiGNN(BaseModelClass):
             ):
                 x_all, h_all, adj = x_graph, ref["h"], ref["adj"]
             else:
-                shift = self._query_shift(target, x, h, x_graph, batch_size)
+                shift = (
+                    self._query_shift(target, x, h, x_graph, batch_size)
+                    if remove_shift
+                    else torch.zeros_like(x[0])
+                )
                 x = x - shift
                 out["shift"] = shift
                 out["query_shift"] = float(shift.square().mean().sqrt())

@@ -22,23 +22,26 @@ PseudoLabels = Literal["sample", "soft", "argmax"]
 
 @dataclass
 class EMConfig:
-    """Schedule and optimiser settings of :meth:`SCBiGNN.train` (see there for each field)."""
+    """Schedule and optimiser settings of :meth:`SCBiGNN.train`.
 
-    n_em_iterations: int = 3
-    pretrain_epochs: int = 30
-    q_epochs: int = 10
-    p_epochs: int = 200
-    lr_q: float = 3e-3
-    lr_p: float = 1e-2
-    weight_decay: float = 1e-4
-    batch_size: int = 64
-    max_genes: int | None = 256
-    beta: float = 1.0
-    pseudo_labels: PseudoLabels = "argmax"
-    pseudo_label_threshold: float = 0.95
-    n_neighbors: int = 10
-    knn_method: str = "auto"
-    class_balance: float = 0.5
+    No defaults here: they live in the signature of :meth:`SCBiGNN.train`, documented there.
+    """
+
+    n_em_iterations: int
+    pretrain_epochs: int
+    q_epochs: int
+    p_epochs: int
+    lr_q: float
+    lr_p: float
+    weight_decay: float
+    batch_size: int
+    max_genes: int | None
+    beta: float
+    pseudo_labels: PseudoLabels
+    pseudo_label_threshold: float
+    n_neighbors: int
+    knn_method: str
+    class_balance: float
 
 
 @dataclass
