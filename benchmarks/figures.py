@@ -31,6 +31,7 @@ from sklearn.metrics import accuracy_score
 from sklearn.model_selection import StratifiedKFold
 
 from scbignn_tools.model import SCBiGNN, homophily, knn_graph
+from scbignn_tools.pl import em_history
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -55,22 +56,8 @@ def convergence(adata, out: Path, train_kwargs: dict) -> None:
     model.train(progress_bar=False, **{"validation_size": 0.1, **train_kwargs})
     hist = model.history_.dropna(subset=["validation_accuracy"]).copy()
     hist.to_csv(out / "figure1_convergence.csv", index=False)
-    q = hist[hist.model == "q"].reset_index(drop=True)
-    p = hist[hist.model == "p"].groupby("em_iteration").tail(1)
-    q_end = q.groupby(["stage", "em_iteration"], sort=False).tail(1)  # before each M-step
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(q.index, q.validation_accuracy, label="q_phi (every epoch)", color="tab:blue")
-    ax.plot(
-        q_end.index[: len(p)] + 0.5,
-        p.validation_accuracy.to_numpy(),
-        "o",
-        color="tab:red",
-        label="p_theta (end of M-step)",
-    )
-    for i in q_end.index[:-1]:
-        ax.axvline(i + 0.5, color="grey", lw=0.5, ls=":")
-    ax.set_xlabel("q_phi epoch (pre-training, then E-steps)")
-    ax.set_ylabel("validation accuracy")
+    em_history(model, ax=ax, show=False)
     ax.set_title("Figure 1: EM convergence")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()

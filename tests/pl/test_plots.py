@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -33,13 +34,16 @@ def test_em_history_draws_every_epoch_and_m_step(annotated):
         assert len(p_points.get_xdata()) == FAST["n_em_iterations"]
         p_end = model.history_[model.history_.model == "p"].groupby("em_iteration").tail(1)
         np.testing.assert_allclose(p_points.get_ydata(), p_end[column])
+    _, ax = plt.subplots()
+    (drawn,) = pl.em_history(model, ax=ax, show=False)  # one axes given: the accuracy
+    assert drawn is ax and ax.get_ylabel() == "held-out accuracy"
 
 
 def test_em_history_without_validation_draws_the_loss_only(tiny):
     SCBiGNN.setup_anndata(tiny, labels_key="labels", unlabeled_category="Unknown")
     model = SCBiGNN(tiny, **SMALL)
-    with pytest.raises(RuntimeError):
-        pl.em_history(model, show=False)  # not trained
+    with pytest.raises(RuntimeError, match="train"):
+        pl.em_history(model, show=False)
     model.train(validation_size=0, progress_bar=False, **{**FAST, "n_em_iterations": 1})
     (ax,) = pl.em_history(model, show=False)
     assert ax.get_ylabel() == "training loss"
@@ -56,6 +60,7 @@ def test_reliability_matches_the_labelled_cells(annotated):
     first = conf < 0.2 * (np.floor(conf.min() * 5) + 1)  # the lowest non-empty bin
     assert line.get_xdata()[0] == pytest.approx(conf[first].mean())
     assert line.get_ydata()[0] == pytest.approx(acc[first].mean())
+    assert sum(int(t.get_text()) for t in ax.texts) == adata.n_obs  # cells per bin
     ece = expected_calibration_error(probs, codes, 5)
     assert ax.get_title() == f"ECE {ece:.3f} on {adata.n_obs} cells"
     with pytest.raises(KeyError, match="true cell types"):

@@ -56,7 +56,8 @@ def em_history(model: SCBiGNN, *, ax: Axes | None = None, show: bool | None = No
     model
         A trained model.
     ax
-        One axes for the accuracy, or two (loss, accuracy); new ones if ``None``.
+        One axes (for the accuracy, or the loss without validation), or two (loss, accuracy);
+        new ones if ``None``.
     show
         Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
 
@@ -64,17 +65,19 @@ def em_history(model: SCBiGNN, *, ax: Axes | None = None, show: bool | None = No
     -------
     The axes (loss, then accuracy if any) if ``show`` is false, else ``None``.
     """
-    model._check_if_trained(warn=False)
+    if not model.is_trained_:
+        raise RuntimeError("The model is not trained yet; run model.train() first.")
     hist = model.history_
     q = hist[hist.model == "q"].reset_index(drop=True)
     has_val = q.validation_accuracy.notna().any()
     q_end = q.groupby(["stage", "em_iteration"], sort=False).tail(1)  # before each M-step
     p = hist[hist.model == "p"].groupby("em_iteration").tail(1)
-    axes = _axes(ax, 2 if has_val else 1)
     panels = [("train_loss", "training loss")] + (
         [("validation_accuracy", "held-out accuracy")] if has_val else []
     )
-    for a, (column, label) in zip(axes[-len(panels) :], panels, strict=True):
+    axes = _axes(ax, len(panels))
+    panels = panels[-len(axes) :]  # one axes given: the last panel
+    for a, (column, label) in zip(axes, panels, strict=True):
         a.plot(q.index, q[column], color="tab:blue", label="q_phi (per epoch)")
         a.plot(
             q_end.index[: len(p)] + 0.5,
@@ -88,7 +91,7 @@ def em_history(model: SCBiGNN, *, ax: Axes | None = None, show: bool | None = No
         a.set_xlabel("q_phi epoch (pre-training, then E-steps)")
         a.set_ylabel(label)
     axes[-1].legend(loc="best", fontsize=8)
-    return _show(axes[-len(panels) :], show)
+    return _show(axes, show)
 
 
 def reliability(
@@ -122,8 +125,8 @@ def reliability(
 
     Returns
     -------
-    The axes if ``show`` is false, else ``None``. Its title gives the expected calibration
-    error and the number of cells.
+    The axes if ``show`` is false, else ``None``. Each point is labelled with its number of
+    cells; the title gives the expected calibration error and the number of cells.
     """
     classes = pd.Index(_annotation(adata, key)["classes"])
     if labels_key not in adata.obs:
@@ -141,6 +144,8 @@ def reliability(
     (a,) = _axes(ax)
     a.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
     a.plot(conf, accuracy, "o-", color="tab:red", label="p_theta")
+    for x, y, n in zip(conf, accuracy, count, strict=True):  # cells per bin
+        a.annotate(str(n), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
     a.set_xlim(0, 1)
     a.set_ylim(0, 1.02)
     a.set_xlabel("confidence")
