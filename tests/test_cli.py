@@ -81,3 +81,19 @@ def test_cli_errors_name_the_problem(tmp_path):
         "annotate", str(tmp_path / "missing.h5ad"), "--model", str(tmp_path), "--out", "x.h5ad"
     )
     assert out.returncode == 2 and "missing.h5ad does not exist" in out.stderr
+
+
+def test_train_passes_class_balance_on(tiny, tmp_path, monkeypatch):
+    from scbignn_tools import _cli
+    from scbignn_tools.model import SCBiGNN
+
+    seen = []
+    monkeypatch.setattr(SCBiGNN, "train", lambda self, **kw: seen.append(kw))
+    monkeypatch.setattr(SCBiGNN, "save", lambda self, *a, **kw: None)
+    monkeypatch.setattr(SCBiGNN, "calibration_", {}, raising=False)
+    tiny.write_h5ad(tmp_path / "ref.h5ad")
+    common = ["train", str(tmp_path / "ref.h5ad"), "--labels-key", "labels", "--out", "m"]
+    assert _cli.main([*common, "--n-top-genes", "100", "--class-balance", "0"]) == 0
+    assert _cli.main([*common, "--n-top-genes", "100"]) == 0
+    assert seen[0]["class_balance"] == 0.0
+    assert "class_balance" not in seen[1]  # the model's default

@@ -112,7 +112,8 @@ def train(args: argparse.Namespace) -> int:
     )
     model = SCBiGNN(adata, n_top_genes=args.n_top_genes, seed=args.seed)
     print(model)
-    model.train(n_em_iterations=args.em_iterations, pretrain_epochs=args.pretrain_epochs)
+    extra = {} if args.class_balance is None else {"class_balance": args.class_balance}
+    model.train(n_em_iterations=args.em_iterations, pretrain_epochs=args.pretrain_epochs, **extra)
     model.save(args.out, overwrite=args.overwrite)
     cal = model.calibration_
     if "ece_p_after" in cal:
@@ -191,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-top-genes", type=int, default=2000)
     p.add_argument("--em-iterations", type=int, default=3)
     p.add_argument("--pretrain-epochs", type=int, default=None)
+    p.add_argument(
+        "--class-balance",
+        type=float,
+        default=None,
+        help="exponent of the class weights (default: the model's, 0.5); 0 for a reference "
+        "that will annotate strongly shifted queries inductively (docs/method.md)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="folder to save the model to")
     p.add_argument("--overwrite", action="store_true")
