@@ -163,18 +163,18 @@ def worker(args) -> None:
         print(args.dataset, args.method, fold, f"{rows[0]['accuracy']:.4f}", flush=True)
 
 
+def read_raw(raw: Path) -> pd.DataFrame:
+    """Fold rows written so far to ``raw`` (a line cut short by a killed run is skipped)."""
+    lines = raw.read_text().splitlines() if raw.exists() else []
+    return pd.DataFrame([json.loads(line) for line in lines if line.rstrip().endswith("}")])
+
+
 def finished_folds(raw: Path) -> dict[tuple[str, str], set[int]]:
     """Folds already in ``raw`` per (dataset, method key)."""
-    if not raw.exists():
-        return {}
     keys = {label: key for key, label in LABELS.items()}
     done: dict[tuple[str, str], set[int]] = {}
-    for line in raw.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a killed run
-            continue
-        done.setdefault((r["dataset"], keys.get(r["method"], "scbignn")), set()).add(r["fold"])
+    for r in read_raw(raw).itertuples():
+        done.setdefault((r.dataset, keys.get(r.method, "scbignn")), set()).add(r.fold)
     return done
 
 
@@ -272,12 +272,6 @@ def main() -> None:
 
 def write_tables(raw: Path, out: Path, args, total_s: float) -> None:
     """Per-fold CSV, summary CSV and summary Markdown from the rows written so far."""
-    folds = pd.DataFrame(
-        [json.loads(line) for line in raw.read_text().splitlines() if line.endswith("}")]
-    )
-    folds.to_csv(out / "cv_folds.csv", index=False)
-    summary = summarize(folds)
-    summary.to_csv(out / "cv_summary.csv", index=False)
     header = (
         f"Generated {datetime.date.today()} by `python benchmarks/cross_validation.py "
         + " ".join(sys.argv[1:])
@@ -287,6 +281,14 @@ def write_tables(raw: Path, out: Path, args, total_s: float) -> None:
         "random_state=0); the held-out fold is the unlabelled cells. Method settings: "
         "`benchmarks/baselines.py` and `docs/benchmarks.md`."
     )
+    save_tables(read_raw(raw), out, header)
+
+
+def save_tables(folds: pd.DataFrame, out: Path, header: str) -> None:
+    """``cv_folds.csv``, ``cv_summary.csv`` and ``cv_summary.md`` of ``folds`` into ``out``."""
+    folds.to_csv(out / "cv_folds.csv", index=False)
+    summary = summarize(folds)
+    summary.to_csv(out / "cv_summary.csv", index=False)
     (out / "cv_summary.md").write_text(markdown(summary, header))
 
 

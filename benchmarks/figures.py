@@ -54,7 +54,7 @@ def convergence(adata, out: Path, train_kwargs: dict) -> None:
     """Figure 1 from :attr:`SCBiGNN.history_` (validation accuracy of q and p)."""
     model = SCBiGNN(adata)
     model.train(progress_bar=False, **{"validation_size": 0.1, **train_kwargs})
-    hist = model.history_.dropna(subset=["validation_accuracy"]).copy()
+    hist = model.history_.dropna(subset=["validation_accuracy"])
     hist.to_csv(out / "figure1_convergence.csv", index=False)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     em_history(model, ax=ax, show=False)

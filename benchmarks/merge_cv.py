@@ -5,25 +5,23 @@
 
 The rows of the given datasets and methods in ``--into`` are replaced by those of ``--from``
 (its ``cv_raw.jsonl`` while it runs, else its ``cv_folds.csv``); the tables are rewritten with
-``cross_validation.summarize`` and ``markdown``, keeping the header unless ``--header`` is given.
+``cross_validation.save_tables``, keeping the header unless ``--header`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
-from cross_validation import markdown, summarize
+from cross_validation import read_raw, save_tables
 
 
 def read_rows(run: Path) -> pd.DataFrame:
-    """Fold rows of a finished or running harness output folder (lines cut short skipped)."""
+    """Fold rows of a running (``cv_raw.jsonl``) or finished (``cv_folds.csv``) harness output."""
     raw = run / "cv_raw.jsonl"
     if raw.exists():
-        lines = [line for line in raw.read_text().splitlines() if line.strip().endswith("}")]
-        return pd.DataFrame([json.loads(line) for line in lines])
+        return read_raw(raw)
     return pd.read_csv(run / "cv_folds.csv", float_precision="round_trip")
 
 
@@ -44,12 +42,9 @@ def main() -> None:
         return t["dataset"].isin(datasets) & t["method"].isin(methods)
 
     folds = pd.concat([base[~chosen(base)], new[chosen(new)]], ignore_index=True)
-    folds.to_csv(into / "cv_folds.csv", index=False)
-    summary = summarize(folds)
-    summary.to_csv(into / "cv_summary.csv", index=False)
     old = (into / "cv_summary.md").read_text()
     header = Path(args.header).read_text() if args.header else old[: old.index("\n### ")]
-    (into / "cv_summary.md").write_text(markdown(summary, header.strip()))
+    save_tables(folds, into, header.strip())
     print(f"{int(chosen(new).sum())} rows merged into {into}")
 
 

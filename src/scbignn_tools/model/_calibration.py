@@ -54,7 +54,11 @@ def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15):
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
     """Expected calibration error: mean gap between confidence and accuracy over confidence bins."""
-    conf, accuracy, count = reliability_bins(probs, labels, n_bins)
+    return binned_calibration_error(*reliability_bins(probs, labels, n_bins))
+
+
+def binned_calibration_error(conf: np.ndarray, accuracy: np.ndarray, count: np.ndarray) -> float:
+    """The expected calibration error of bins from :func:`reliability_bins`."""
     return float(np.sum(count * np.abs(accuracy - conf)) / count.sum())
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
-from scbignn_tools.model._calibration import expected_calibration_error, reliability_bins
+from scbignn_tools.model._calibration import binned_calibration_error, reliability_bins
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -140,7 +140,7 @@ def reliability(
         )
     probs = np.asarray(adata.obsm[f"{key}_probabilities"])[known]
     conf, accuracy, count = reliability_bins(probs, codes[known], n_bins)
-    ece = expected_calibration_error(probs, codes[known], n_bins)
+    ece = binned_calibration_error(conf, accuracy, count)
     (a,) = _axes(ax)
     a.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
     a.plot(conf, accuracy, "o-", color="tab:red", label="p_theta")
