@@ -22,19 +22,20 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from scbignn_tools.model import knn_graph, log_normalize, select_genes
+from scbignn_tools.data import log_normalize, select_genes
+from scbignn_tools.graph import knn_graph
 
 
 def model_features(adata: ad.AnnData, flavor: str = "seurat_v3", n_top_genes: int = 2000):
     """Dense log-normalised expression of the genes the model would choose, and their names.
 
-    The package's own :func:`~scbignn_tools.model.log_normalize` (the paper's
-    log(1 + 1e6 x / rowsum)) and :func:`~scbignn_tools.model.select_genes`: ``"seurat_v3"`` with
+    The package's own :func:`~scbignn_tools.data.log_normalize` (the paper's
+    log(1 + 1e6 x / rowsum)) and :func:`~scbignn_tools.data.select_genes`: ``"seurat_v3"`` with
     2,000 genes is the model's default, ``"variance"`` with 1,000 the paper's section 2.
     """
     lognorm = log_normalize(adata.X)
     counts = adata.X if flavor == "seurat_v3" else None
-    genes = select_genes(lognorm, adata.var_names, n_top_genes, flavor, counts)
+    genes = select_genes(lognorm, adata.var_names, n_top_genes, flavor, counts).genes
     return lognorm[:, adata.var_names.get_indexer(genes)].toarray(), genes
 
 
@@ -196,7 +197,7 @@ def scanvi_predict(
     labels[unlabelled] = "Unknown"
     both = ad.AnnData(adata.X.copy(), obs={"scanvi_labels": labels})
     both.var_names = adata.var_names
-    genes = select_genes(log_normalize(both.X), both.var_names, 2000, "seurat_v3", both.X)
+    genes = select_genes(log_normalize(both.X), both.var_names, 2000, "seurat_v3", both.X).genes
     both = both[:, genes].copy()
     scvi.model.SCVI.setup_anndata(both)
     vae = scvi.model.SCVI(both)

@@ -30,7 +30,8 @@ import pandas as pd
 from sklearn.metrics import accuracy_score
 from sklearn.model_selection import StratifiedKFold
 
-from scbignn_tools.model import SCBiGNN, homophily, knn_graph
+from scbignn_tools.graph import homophily, knn_graph
+from scbignn_tools.model import SCBiGNN
 from scbignn_tools.pl import em_history
 
 matplotlib.use("Agg")
@@ -70,7 +71,7 @@ def k_sweep(adata, y, test, ks, out: Path, train_kwargs: dict, name: str) -> pd.
     for k in ks:
         model = SCBiGNN(adata, n_neighbors=k)
         model.train(progress_bar=False, **{"validation_size": 0.0, **train_kwargs})
-        pcs = model.reference_["coords"]  # the expression PCs p_theta's graph is built on
+        pcs = model.reference_.coords  # the expression PCs p_theta's graph is built on
         h = model.get_latent_representation()
         accuracy = {
             f"{m}_accuracy": accuracy_score(y[test], model.predict(model=m[0])[test])

@@ -235,11 +235,11 @@ def main() -> None:
         "",
         table.to_markdown(index=False),
     ]
-    if "scbignn" in methods and "ece_p_after" in cal:
+    if "scbignn" in methods and cal.ece_p_after is not None:
         lines += [
             "",
-            f"Calibration of p_theta (temperature {cal['temperature_p']:.2f}, {cal['n_cells']} held-out CTRL cells): "
-            f"ECE {cal['ece_p_before']:.3f} before, {cal['ece_p_after']:.3f} after.",
+            f"Calibration of p_theta (temperature {cal.temperature_p:.2f}, {cal.n_cells} held-out CTRL cells): "
+            f"ECE {cal.ece_p_before:.3f} before, {cal.ece_p_after:.3f} after.",
         ]
     if methods:
         (out / "kang_query.md").write_text("\n".join(lines) + "\n")

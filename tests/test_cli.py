@@ -74,6 +74,24 @@ def test_train_save_then_annotate_in_subprocesses(tiny, tmp_path):
     np.testing.assert_allclose(table["confidence"], annotated.obs["scbignn_confidence"], rtol=1e-6)
     assert table["novelty"].between(0, 1).all()
     assert annotated.var["scbignn_importance"].notna().sum() == 100
+    # the CSV has q_phi's label and a probability column per type
+    classes = annotated.uns["scbignn"]["classes"]
+    assert list(table.columns) == ["label", "confidence", "novelty", "label_q"] + [
+        f"p_{c}" for c in classes
+    ]
+    np.testing.assert_allclose(
+        table[[f"p_{c}" for c in classes]], annotated.obsm["scbignn_probabilities"], rtol=1e-6
+    )
+    # exactly the keys (and values) that model.annotate writes, on the query's own genes
+    from scbignn_tools.model import SCBiGNN
+
+    direct = SCBiGNN.load_query_data(query, tmp_path / "model").annotate(copy=True)
+    for attr in ("obs", "var"):
+        assert list(getattr(annotated, attr).columns) == list(getattr(direct, attr).columns)
+    for attr in ("obsm", "varm", "uns", "layers"):
+        assert sorted(getattr(annotated, attr)) == sorted(getattr(direct, attr))
+    assert list(annotated.var_names) == list(query.var_names)
+    np.testing.assert_array_equal(annotated.obs["scbignn"], direct.obs["scbignn"])
 
 
 def test_cli_errors_name_the_problem(tmp_path):
@@ -86,11 +104,12 @@ def test_cli_errors_name_the_problem(tmp_path):
 def test_train_passes_class_balance_on(tiny, tmp_path, monkeypatch):
     from scbignn_tools import _cli
     from scbignn_tools.model import SCBiGNN
+    from scbignn_tools.train import Calibration
 
     seen = []
     monkeypatch.setattr(SCBiGNN, "train", lambda self, **kw: seen.append(kw))
     monkeypatch.setattr(SCBiGNN, "save", lambda self, *a, **kw: None)
-    monkeypatch.setattr(SCBiGNN, "calibration_", {}, raising=False)
+    monkeypatch.setattr(SCBiGNN, "calibration_", Calibration(), raising=False)
     tiny.write_h5ad(tmp_path / "ref.h5ad")
     common = ["train", str(tmp_path / "ref.h5ad"), "--labels-key", "labels", "--out", "m"]
     assert _cli.main([*common, "--n-top-genes", "100", "--class-balance", "0"]) == 0

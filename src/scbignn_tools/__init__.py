@@ -2,7 +2,7 @@
 
 from importlib.metadata import version
 
-from . import model, module, nn, pl
+from . import data, graph, model, module, nn, pl, train
 
-__all__ = ["model", "module", "nn", "pl"]
+__all__ = ["data", "graph", "model", "module", "nn", "pl", "train"]
 __version__ = version("scbignn-tools")

@@ -116,9 +116,10 @@ def train(args: argparse.Namespace) -> int:
     model.train(n_em_iterations=args.em_iterations, pretrain_epochs=args.pretrain_epochs, **extra)
     model.save(args.out, overwrite=args.overwrite)
     cal = model.calibration_
-    if "ece_p_after" in cal:
+    if cal.ece_p_after is not None:
         print(
-            f"calibration on {cal['n_cells']} held-out cells: ECE {cal['ece_p_before']:.3f} -> {cal['ece_p_after']:.3f}"
+            f"calibration on {cal.n_cells} held-out cells: "
+            f"ECE {cal.ece_p_before:.3f} -> {cal.ece_p_after:.3f}"
         )
     print(f"saved model to {args.out}")
     return 0
@@ -126,48 +127,23 @@ def train(args: argparse.Namespace) -> int:
 
 def annotate(args: argparse.Namespace) -> int:
     """Annotate a query with a saved model, inductively or by further EM (transductive)."""
-    import pandas as pd
-
     from scbignn_tools.model import SCBiGNN
 
     query = _read(args.query)
-    if not Path(args.model, "model.pt").exists():
-        raise FileNotFoundError(
-            f"{args.model} holds no saved model (model.pt); train one with `scbignn train`."
-        )
     model = SCBiGNN.load_query_data(query, args.model)
     if args.mode == "transductive":
         model.train(n_em_iterations=args.em_iterations)
-    threshold = None if args.unknown_threshold < 0 else args.unknown_threshold
-    novelty = None if args.novelty_threshold < 0 else args.novelty_threshold
-    model.annotate(
-        key_added=args.key_added,
-        unknown_threshold=threshold,
-        novelty_threshold=novelty,
+    result = model.get_annotation(
+        unknown_threshold=None if args.unknown_threshold < 0 else args.unknown_threshold,
+        novelty_threshold=None if args.novelty_threshold < 0 else args.novelty_threshold,
         gene_importance=not args.no_importance,
     )
-    out = model.adata
-    keys = [args.key_added, f"{args.key_added}_confidence", f"{args.key_added}_novelty"]
-    for key in keys:  # back onto the query's own genes
-        query.obs[key] = out.obs[key].to_numpy()
-    query.obsm[f"X_{args.key_added}"] = out.obsm[f"X_{args.key_added}"]
-    if not args.no_importance:
-        query.var[f"{args.key_added}_importance"] = (
-            out.var[f"{args.key_added}_importance"].reindex(query.var_names).to_numpy()
-        )
+    result.to_adata(query, key_added=args.key_added)  # the same writer as model.annotate
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     query.write_h5ad(args.out)
     csv = args.csv or str(Path(args.out).with_suffix(".csv"))
-    pd.DataFrame(
-        {
-            "label": query.obs[args.key_added].astype(str),
-            "confidence": query.obs[f"{args.key_added}_confidence"],
-            "novelty": query.obs[f"{args.key_added}_novelty"],
-        },
-        index=query.obs_names,
-    ).to_csv(csv)
-    counts = query.obs[args.key_added].value_counts()
-    print(counts.to_string())
+    result.to_df().to_csv(csv)
+    print(query.obs[args.key_added].value_counts().to_string())
     print(f"wrote {args.out} and {csv}")
     return 0
 

@@ -49,7 +49,7 @@ def test_one_em_round_end_to_end(tiny):
         tiny.n_obs,
         16 + 16 + 3 * 16,
     )
-    assert "SCBiGNN model with 100 genes" in model._model_summary_string
+    assert "SCBiGNN model with 100 genes" in model.summary_string
 
 
 def test_annotate_writes_documented_keys_only(tiny):
@@ -110,9 +110,9 @@ def test_cell_graph_space(tiny, cell_graph):
     model = _trained(tiny, cell_graph=cell_graph)
     ref = model.reference_
     if cell_graph == "q":  # the paper: the graph of q_phi's h
-        assert ref["basis"] is None and ref["coords"] is ref["h"]
+        assert ref.basis is None and ref.coords is ref.h
     else:  # principal components of the standardised expression, kept for query cells
-        assert ref["basis"][1].shape == (50, 100) and ref["coords"].shape == (tiny.n_obs, 50)
+        assert ref.basis[1].shape == (50, 100) and ref.coords.shape == (tiny.n_obs, 50)
     # a query cell identical to a reference cell is linked to that cell's neighbours
     query = tiny[:5].copy()
     query.obs_names = [f"query{i}" for i in range(5)]

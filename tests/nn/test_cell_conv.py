@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from scbignn_tools.model import row_normalized_adjacency
+from scbignn_tools.graph import row_normalized_adjacency
 from scbignn_tools.nn import MeanAggregationConv
 
 

@@ -20,13 +20,15 @@ def test_shapes_and_attention_rows():
     out, attn = layer(x, mask, return_attention_weights=True)
     assert out.shape == (3, 7, 8)
     assert attn.shape == (3, 2, 7, 7)
-    real_rows = attn[mask[:, None, :, None].expand_as(attn)].view(-1)
     # every real gene's attention sums to one over real genes only
     sums = attn.sum(-1)
     torch.testing.assert_close(
         sums[mask[:, None, :].expand_as(sums)], torch.ones(int(mask.sum()) * 2)
     )
-    assert real_rows.numel() > 0
+    # and equals Eq. 4 by hand: cell 0 has 4 real genes, head 1 is features 4..7 of FW
+    fw = layer.lin(x[0, :4])[:, 4:]
+    expected = torch.softmax(fw @ fw.T / 2.0, dim=-1)  # scale 1/sqrt(d_head), d_head = 4
+    torch.testing.assert_close(attn[0, 1, :4, :4], expected)
 
 
 def test_padded_genes_give_and_receive_no_attention():

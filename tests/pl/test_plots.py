@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from scbignn_tools import pl
-from scbignn_tools.model import SCBiGNN, expected_calibration_error
+from scbignn_tools.model import SCBiGNN
+from scbignn_tools.train import expected_calibration_error
 
 matplotlib.use("Agg")
 

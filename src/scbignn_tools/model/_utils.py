@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
 from scvi.model._utils import parse_device_args
+from scvi.model.base._archesmixin import _pad_and_sort_query_anndata
 
 
 def resolve_device(accelerator: str = "auto", devices: int | str = "auto") -> torch.device:
@@ -12,3 +17,18 @@ def resolve_device(accelerator: str = "auto", devices: int | str = "auto") -> to
         accelerator, devices, return_device="torch", validate_single_device=True
     )
     return device
+
+
+def pad_and_sort(adata: AnnData, var_names) -> AnnData:
+    """``adata`` with exactly ``var_names`` (missing genes as zeros), as scvi-tools pads queries.
+
+    May change ``adata`` itself: pass a copy.
+    """
+    out = _pad_and_sort_query_anndata(adata, pd.Index(var_names), inplace=False)
+    return adata if out is None else out
+
+
+def reference_var_names(registry: dict) -> np.ndarray:
+    """The genes of the AnnData a registry was made from."""
+    field = registry["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]
+    return np.asarray(field["column_names"])

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._cell_gnn import CellLevelGNN
@@ -10,7 +11,8 @@ from ._gene_gnn import GeneLevelGNN
 class SCBiGNNModule(nn.Module):
     """The two GNNs of scBiGNN and the statistics that map expression to their inputs.
 
-    Plain torch: it knows nothing of AnnData. The buffers ``gene_mean`` and ``gene_std`` hold the
+    Plain torch: it knows nothing of AnnData, and owns the loss of both GNNs (:meth:`loss`,
+    Eqs. 6, 7 and 9). The buffers ``gene_mean`` and ``gene_std`` hold the
     reference's per-gene statistics that standardise p_theta's expression input, so that a saved
     model maps new data the same way.
 
@@ -56,6 +58,9 @@ class SCBiGNNModule(nn.Module):
         linear_path: bool = True,
     ):
         super().__init__()
+        self.n_genes = n_genes
+        self.n_labels = n_labels
+        self.n_h = n_features  # size of q_phi's cell representation h
         self.q = GeneLevelGNN(
             n_genes,
             n_labels,
@@ -81,6 +86,29 @@ class SCBiGNNModule(nn.Module):
 
     def on_load(self, model, **kwargs) -> None:
         """Hook scvi-tools calls before loading a state dict; nothing to do here."""
+
+    @staticmethod
+    def loss(
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        weights: torch.Tensor,
+        class_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        r"""The loss of q_phi (Eqs. 6 and 7) or p_theta (Eq. 9) on one batch of cells.
+
+        :math:`-\sum_i w_i \sum_c t_{ic} \log q(c \mid x_i) / \sum_i w_i`, where the targets
+        :math:`t` are true labels or pseudo-labels (:func:`~scbignn_tools.module.draw_targets`)
+        and the weights :math:`w` are ``beta`` for labelled cells (Eq. 7) or 0/1 for confident
+        pseudo-labels (:func:`~scbignn_tools.module.confident_weights`). With ``class_weight``
+        :math:`v`, cell :math:`i` also weighs :math:`\sum_c t_{ic} v_c`.
+
+        Shapes: ``logits`` and ``targets`` ``(B, C)``, ``weights`` ``(B,)``, ``class_weight``
+        ``(C,)``; returns a scalar.
+        """
+        nll = -(targets * F.log_softmax(logits, dim=-1)).sum(dim=-1)
+        if class_weight is not None:
+            weights = weights * (targets @ class_weight)
+        return (weights * nll).sum() / weights.sum()
 
     def standardize(self, x: torch.Tensor, clip: float = 10.0) -> torch.Tensor:
         """Scale normalised expression per gene with the reference statistics, as ``sc.pp.scale``."""

@@ -15,7 +15,7 @@ class MeanAggregationConv(nn.Module):
 
     i.e. every cell takes the mean of its neighbours' transformed features. The row
     normalisation :math:`\mathbf{D}^{-1}\mathbf{A}` is done once, by
-    :func:`scbignn_tools.model.row_normalized_adjacency`, and passed in as ``adj``.
+    :func:`scbignn_tools.graph.row_normalized_adjacency`, and passed in as ``adj``.
 
     Shapes: ``z`` is ``(N, in_features)``, ``adj`` a sparse ``(N, N)`` tensor; output
     ``(N, out_features)``.

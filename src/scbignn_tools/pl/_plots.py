@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
-from scbignn_tools.model._calibration import binned_calibration_error, reliability_bins
+from scbignn_tools.train import binned_calibration_error, reliability_bins
 
 if TYPE_CHECKING:
     from anndata import AnnData

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 
 
 class AttentionAccumulator:
     r"""Running gene x gene average :math:`\tilde{\mathbf{A}}` of attention over heads, layers and cells.
 
-    Called by :func:`~scbignn_tools.model._training.q_inference` for each batch; each gene pair
+    Called by :func:`~scbignn_tools.module.q_inference` for each batch; each gene pair
     is averaged over the attention matrices in which both genes appear.
 
     Parameters
@@ -49,3 +50,12 @@ class AttentionAccumulator:
     def importance(self) -> np.ndarray:
         r"""Scores :math:`s_j = \sum_i \tilde A_{ij}`, the attention gene ``j`` receives."""
         return self.matrix().sum(axis=0)
+
+
+def importance_table(
+    accumulators: dict[str, AttentionAccumulator], genes: list[str]
+) -> pd.DataFrame:
+    """Genes x groups table of the importance scores of an accumulator per group of cells."""
+    return pd.DataFrame(
+        {k: a.importance() for k, a in accumulators.items()}, index=pd.Index(genes, name="gene")
+    )

@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from scbignn_tools.model import check_expression, log_normalize, select_genes
-from scbignn_tools.model._preprocessing import align_genes, model_input
+from scbignn_tools.data import (
+    align_genes,
+    check_expression,
+    log_normalize,
+    model_input,
+    select_genes,
+)
 
 
 def test_log_normalize_by_hand():
@@ -19,8 +24,8 @@ def test_log_normalize_by_hand():
 
 def test_select_genes_drops_zero_genes_and_ranks_by_variance():
     X = sparse.csr_matrix(np.array([[0, 1, 5, 0], [0, 1, 0, 2], [0, 1, 9, 0]], dtype=np.float32))
-    assert select_genes(X, ["z", "flat", "high", "mid"], 10) == ["high", "mid", "flat"]
-    assert select_genes(X, ["z", "flat", "high", "mid"], 1) == ["high"]
+    assert select_genes(X, ["z", "flat", "high", "mid"], 10).genes == ["high", "mid", "flat"]
+    assert select_genes(X, ["z", "flat", "high", "mid"], 1).genes == ["high"]
 
 
 def test_model_input_reorders_and_zero_fills():

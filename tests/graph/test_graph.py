@@ -4,14 +4,16 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from scbignn_tools.model import homophily, knn_graph, row_normalized_adjacency
-from scbignn_tools.model._data import GeneSets
-from scbignn_tools.model._graph import (
+from scbignn_tools.data import GeneSets
+from scbignn_tools.graph import (
     expression_basis,
     extend_graph,
+    homophily,
+    knn_graph,
     novelty,
     project,
     query_shift,
+    row_normalized_adjacency,
 )
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._training import softmax
+from scbignn_tools.module import softmax
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -62,15 +64,35 @@ def binned_calibration_error(conf: np.ndarray, accuracy: np.ndarray, count: np.n
     return float(np.sum(count * np.abs(accuracy - conf)) / count.sum())
 
 
-def calibrate(logits_q: np.ndarray, logits_p: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+MIN_CALIBRATION_CELLS = 10  # fewer held-out cells: no temperature is fitted
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Temperatures of q_phi and p_theta and the calibration error before and after.
+
+    Fitted on the held-out labelled cells of :meth:`~scbignn_tools.model.SCBiGNN.train`; the
+    errors are ``None`` when fewer than ``MIN_CALIBRATION_CELLS`` were held out, and then both
+    temperatures are 1 (no scaling).
+    """
+
+    n_cells: int = 0
+    temperature_q: float = 1.0
+    temperature_p: float = 1.0
+    ece_q_before: float | None = None
+    ece_q_after: float | None = None
+    ece_p_before: float | None = None
+    ece_p_after: float | None = None
+
+
+def calibrate(logits_q: np.ndarray, logits_p: np.ndarray, labels: np.ndarray) -> Calibration:
     """Temperatures of q_phi and p_theta on held-out labelled cells, with ECE before and after."""
+    if len(labels) < MIN_CALIBRATION_CELLS:
+        return Calibration(n_cells=int(len(labels)))
     out: dict[str, float] = {"n_cells": int(len(labels))}
     for name, logits in (("q", logits_q), ("p", logits_p)):
-        if len(labels) < 10:  # too few held-out cells to fit a temperature
-            out[f"temperature_{name}"] = 1.0
-            continue
         t = fit_temperature(logits, labels)
         out[f"temperature_{name}"] = t
         out[f"ece_{name}_before"] = expected_calibration_error(softmax(logits), labels)
         out[f"ece_{name}_after"] = expected_calibration_error(softmax(logits / t), labels)
-    return out
+    return Calibration(**out)

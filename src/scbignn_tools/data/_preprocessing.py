@@ -1,9 +1,10 @@
-"""Section 2 of the paper: checks, log-normalisation and gene selection (AnnData-free)."""
+"""Section 2 of the paper: input checks, log-normalisation and gene selection (AnnData-free)."""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -73,13 +74,34 @@ def log_normalize(X, data_format: DataFormat = "counts") -> sparse.csr_matrix:
     return sparse.csr_matrix(tmp.X)
 
 
+SEURAT_V3_SPANS = (0.3, 0.5, 1.0)  # scanpy's loess span, then larger ones when its fit fails
+Flavor = Literal["variance", "cell_ranger", "seurat_v3"]
+
+
+@dataclass(frozen=True)
+class GeneSelection:
+    """The genes :func:`select_genes` chose and the ranking it actually used.
+
+    ``flavor`` may differ from the one asked for when seurat_v3's loess fit failed at every
+    span; ``span`` is seurat_v3's loess span (``None`` for other rankings).
+    """
+
+    genes: list[str]
+    flavor: Flavor
+    span: float | None = None
+
+    def describe(self) -> str:
+        """The ranking in words, e.g. ``"seurat_v3 (loess span 0.5)"``."""
+        return self.flavor if self.span is None else f"{self.flavor} (loess span {self.span:g})"
+
+
 def select_genes(
     X_norm,
     var_names: Sequence[str],
     n_top_genes: int,
-    flavor: Literal["variance", "cell_ranger", "seurat_v3"] = "variance",
+    flavor: Flavor = "variance",
     counts=None,
-) -> list[str]:
+) -> GeneSelection:
     """Drop all-zero genes and keep ``n_top_genes`` variable genes.
 
     ``"variance"`` ranks genes by the variance of the log-normalised data ``X_norm``, as the
@@ -87,88 +109,70 @@ def select_genes(
     dispersion of ``X_norm``; ``"seurat_v3"`` by scanpy's variance-stabilised variance of the raw
     ``counts`` (needs the ``scikit-misc`` package). Both do not favour genes that are merely
     detected in about half of the cells, as the variance on the ``s = 1e6`` scale does.
+
+    seurat_v3 fits a loess of log variance on log mean, which is singular on some real count
+    matrices (many low-mean genes, few cells). Then the fit is retried with the larger spans of
+    ``SEURAT_V3_SPANS``, and if every span fails the genes are ranked by ``"cell_ranger"``;
+    one warning says what happened, and the result records the ranking used.
     """
     X_norm = sparse.csr_matrix(X_norm)
     expressed = np.flatnonzero(X_norm.getnnz(axis=0) > 0)
-    names = np.asarray(var_names)[expressed]
+    names = np.asarray(var_names)[expressed].astype(str)
     X_norm = X_norm[:, expressed]
+    if n_top_genes < 1:
+        raise ValueError(f"n_top_genes must be at least 1, not {n_top_genes}.")
+    if len(names) < 2 or X_norm.shape[0] < 2:
+        raise ValueError(
+            f"Gene selection needs at least 2 cells and 2 expressed genes; the data have "
+            f"{X_norm.shape[0]} cells and {len(names)} expressed genes."
+        )
+    n_top = min(n_top_genes, len(names))
+    span = None
     if flavor == "seurat_v3":
         if counts is None:
             raise ValueError(
                 "gene_selection='seurat_v3' needs raw counts; use 'cell_ranger' for log1p data."
             )
-        tmp = AnnData(
-            sparse.csr_matrix(counts)[:, expressed],
-            var=pd.DataFrame(index=pd.Index(names.astype(str))),
-        )
-        stats = sc.pp.highly_variable_genes(
-            tmp, flavor="seurat_v3", n_top_genes=min(n_top_genes, len(names)), inplace=False
-        )
-        score = -stats["highly_variable_rank"].fillna(np.inf).to_numpy()
-    elif flavor == "variance":
+        tmp = AnnData(sparse.csr_matrix(counts)[:, expressed], var=pd.DataFrame(index=names))
+        score, span, failures = _seurat_v3_score(tmp, n_top)
+        if failures:
+            used = f"span {span:g}" if span is not None else "'cell_ranger' ranking"
+            warnings.warn(
+                f"scanpy's seurat_v3 gene selection failed: its loess fit is singular on these "
+                f"counts ({'; '.join(failures)}); used the {used}. Pass gene_selection= to choose the "
+                "ranking yourself.",
+                UserWarning,
+                stacklevel=2,
+            )
+        if span is None:
+            flavor = "cell_ranger"
+    if flavor == "variance":
         mean = np.asarray(X_norm.mean(axis=0)).ravel()
         score = np.asarray(X_norm.multiply(X_norm).mean(axis=0)).ravel() - mean**2
     elif flavor == "cell_ranger":
-        tmp = AnnData(X_norm, var=pd.DataFrame(index=pd.Index(names.astype(str))))
+        tmp = AnnData(X_norm, var=pd.DataFrame(index=names))
         stats = sc.pp.highly_variable_genes(
-            tmp, flavor="cell_ranger", n_top_genes=min(n_top_genes, len(names)), inplace=False
+            tmp, flavor="cell_ranger", n_top_genes=n_top, inplace=False
         )
         score = np.nan_to_num(stats["dispersions_norm"].to_numpy(), nan=-np.inf)
-    else:
+    elif flavor != "seurat_v3":
         raise ValueError(
             f"flavor must be 'variance', 'cell_ranger' or 'seurat_v3', not {flavor!r}."
         )
     order = np.argsort(-score, kind="stable")
-    return [str(g) for g in names[order[:n_top_genes]]]
+    return GeneSelection([str(g) for g in names[order[:n_top_genes]]], flavor, span)
 
 
-def align_genes(
-    var_names: Sequence[str], genes: Sequence[str], min_overlap: float = 0.5
-) -> np.ndarray:
-    """Column of each model gene in ``var_names`` (-1 where missing), with checks on the overlap."""
-    index = pd.Index(var_names)
-    if not index.is_unique:
-        raise ValueError("var_names are not unique; call adata.var_names_make_unique() first.")
-    cols = index.get_indexer(pd.Index(genes))
-    overlap = float(np.mean(cols >= 0))
-    if overlap < min_overlap:
-        hint = _naming_hint(var_names, genes)
-        raise ValueError(
-            f"Only {overlap:.0%} of the model's {len(genes)} genes are in the data "
-            f"(at least {min_overlap:.0%} needed).{hint}"
-        )
-    if overlap < 1:
-        warnings.warn(
-            f"{int((cols < 0).sum())} of the model's {len(genes)} genes ({1 - overlap:.0%}) are "
-            "missing from the data and are set to zero.",
-            UserWarning,
-            stacklevel=3,
-        )
-    return cols
-
-
-def _naming_hint(var_names: Sequence[str], genes: Sequence[str]) -> str:
-    def ensembl(names):
-        return np.mean([str(n).startswith(("ENSG", "ENSMUSG")) for n in list(names)[:200]]) > 0.5
-
-    if ensembl(var_names) != ensembl(genes):
-        return " One side uses Ensembl IDs and the other gene symbols: map them to one naming."
-    upper = pd.Index([str(g).upper() for g in var_names])
-    if np.mean(upper.get_indexer([str(g).upper() for g in genes]) >= 0) > 0.5:
-        return " The names match when case is ignored: is the data from another species?"
-    return ""
-
-
-def model_input(
-    X, var_names: Sequence[str], genes: Sequence[str], data_format: DataFormat
-) -> sparse.csr_matrix:
-    """Normalised expression of ``genes`` (columns in that order; missing genes are zero)."""
-    cols = align_genes(var_names, genes)
-    X_norm = log_normalize(X, data_format)
-    out = X_norm[:, np.where(cols >= 0, cols, 0)]
-    if np.any(cols < 0):
-        out = out @ sparse.diags((cols >= 0).astype(np.float32))
-    out = sparse.csr_matrix(out)
-    out.eliminate_zeros()
-    out.sort_indices()
-    return out
+def _seurat_v3_score(counts: AnnData, n_top: int) -> tuple[np.ndarray | None, float | None, list]:
+    """seurat_v3 scores at the first span of ``SEURAT_V3_SPANS`` whose loess fit works."""
+    failures = []
+    for span in SEURAT_V3_SPANS:
+        try:
+            stats = sc.pp.highly_variable_genes(
+                counts, flavor="seurat_v3", n_top_genes=n_top, span=span, inplace=False
+            )
+        except ValueError as err:  # skmisc's loess: singular fit, e.g. "reciprocal condition"
+            failures.append(f"span {span:g}: {err}")
+            continue
+        return -stats["highly_variable_rank"].fillna(np.inf).to_numpy(), span, failures
+    return None, None, failures

@@ -1,47 +1,29 @@
-"""EM training of q_phi and p_theta (paper sections 3.3-3.5), in plain torch."""
+"""The EM loop of paper section 3.5: pre-train q_phi, then alternate M- and E-steps."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
+from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
-from scbignn_tools.module import SCBiGNNModule
+from scbignn_tools.data import GeneSets
+from scbignn_tools.graph import knn_graph, row_normalized_adjacency
+from scbignn_tools.module import (
+    SCBiGNNModule,
+    class_weights,
+    confident_weights,
+    draw_targets,
+    p_inference,
+    q_inference,
+    softmax,
+)
 
-from ._data import GeneSets
-from ._graph import knn_graph, row_normalized_adjacency
-
-PseudoLabels = Literal["sample", "soft", "argmax"]
-
-
-@dataclass
-class EMConfig:
-    """Schedule and optimiser settings of :meth:`SCBiGNN.train`.
-
-    No defaults here: they live in the signature of :meth:`SCBiGNN.train`, documented there.
-    """
-
-    n_em_iterations: int
-    pretrain_epochs: int
-    q_epochs: int
-    p_epochs: int
-    lr_q: float
-    lr_p: float
-    weight_decay: float
-    batch_size: int
-    max_genes: int | None
-    beta: float
-    pseudo_labels: PseudoLabels
-    pseudo_label_threshold: float
-    n_neighbors: int
-    knn_method: str
-    class_balance: float
+from ._config import EMConfig
 
 
 @dataclass
@@ -55,6 +37,25 @@ class EMData:
     validation_labels: np.ndarray
     graph_coords: np.ndarray | None = None  # p_theta's graph space; None: q_phi's h each M-step
     history: list[dict] = field(default_factory=list)
+
+
+def validation_split(labels: np.ndarray, size: float, seed: int) -> np.ndarray:
+    """Stratified held-out share of the labelled cells (types with one cell stay in training).
+
+    ``labels`` are class codes, -1 for unlabelled cells; returns sorted indices.
+    """
+    labelled = np.flatnonzero(labels >= 0)
+    if size <= 0:
+        return np.array([], dtype=np.int64)
+    y = labels[labelled]
+    counts = pd.Series(y).value_counts()
+    can_split = np.isin(y, counts.index[counts >= 2])
+    pool, strat = labelled[can_split], y[can_split]
+    n_val = max(int(round(size * len(labelled))), len(np.unique(strat)))
+    if n_val >= len(pool):
+        return np.array([], dtype=np.int64)
+    _, val = train_test_split(pool, test_size=n_val, stratify=strat, random_state=seed)
+    return np.sort(val)
 
 
 def _schedule(
@@ -71,122 +72,6 @@ def _schedule(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def draw_targets(
-    probs: np.ndarray, labels: np.ndarray, mode: PseudoLabels, rng: np.random.Generator
-) -> np.ndarray:
-    r"""Targets for every cell: one-hot true labels, and pseudo-labels from ``probs`` elsewhere.
-
-    ``"sample"`` draws :math:`\hat y_i \sim` ``probs`` (Eqs. 6 and 9), ``"argmax"`` takes the
-    most likely class and ``"soft"`` keeps the distribution (the expectation in Eqs. 6 and 9).
-    """
-    n, c = probs.shape
-    if mode == "soft":
-        targets = probs.astype(np.float32, copy=True)
-    else:
-        if mode == "sample":
-            cum = np.cumsum(probs, axis=1)
-            pick = (rng.random((n, 1)) * cum[:, -1:] > cum).sum(axis=1)
-        elif mode == "argmax":
-            pick = probs.argmax(axis=1)
-        else:
-            raise ValueError(f"pseudo_labels must be 'sample', 'soft' or 'argmax', not {mode!r}.")
-        targets = np.eye(c, dtype=np.float32)[np.minimum(pick, c - 1)]
-    known = labels >= 0
-    targets[known] = np.eye(c, dtype=np.float32)[labels[known]]
-    return targets
-
-
-def confident_weights(probs: np.ndarray, labels: np.ndarray, threshold: float) -> np.ndarray:
-    """Weights of the cells in p_theta's loss (Eq. 9): 1 or 0.
-
-    1 for labelled cells and for unlabelled cells whose most likely class has at least
-    ``threshold`` probability, 0 for the others.
-    """
-    return ((labels >= 0) | (probs.max(axis=1) >= threshold)).astype(np.float32)
-
-
-def class_weights(labels: np.ndarray, n_classes: int, exponent: float) -> np.ndarray:
-    r"""Weights :math:`v_c = (n / (C\,n_c))^{\gamma}` of the classes, for a class-balanced loss.
-
-    :math:`n_c` counts the labelled cells of class :math:`c`; :math:`\gamma` = ``exponent`` is 0
-    for no balancing and 1 for sklearn's ``class_weight="balanced"``. A class without labelled
-    cells weighs as the rarest class that has some. The weights are scaled so that their mean
-    over the labelled cells is 1. Shape ``(n_classes,)``.
-    """
-    known = labels[labels >= 0]
-    counts = np.bincount(known, minlength=n_classes).astype(np.float64)
-    v = (len(known) / (n_classes * np.maximum(counts, 1))) ** exponent
-    v[counts == 0] = v[counts > 0].max()  # a class without labelled cells: as the rarest one
-    return (v / v[known].mean()).astype(np.float32)
-
-
-def _loss(
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    weights: torch.Tensor,
-    class_weight: torch.Tensor | None = None,
-) -> torch.Tensor:
-    r"""Weighted cross-entropy :math:`-\sum_i w_i \sum_c t_{ic} \log q(c)` (Eqs. 6-7 and 9).
-
-    With ``class_weight`` :math:`v`, cell :math:`i` weighs :math:`w_i \sum_c t_{ic} v_c`.
-    """
-    nll = -(targets * F.log_softmax(logits, dim=-1)).sum(dim=-1)
-    if class_weight is not None:
-        weights = weights * (targets @ class_weight)
-    return (weights * nll).sum() / weights.sum()
-
-
-@torch.no_grad()
-def q_inference(
-    module: SCBiGNNModule,
-    sets: GeneSets,
-    x: torch.Tensor,
-    rows: np.ndarray | None = None,
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-    attention_hook=None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """q_phi's logits and cell representations ``h`` for ``rows`` (all cells by default).
-
-    ``x`` is the standardised expression of all cells of ``sets``, ``(N, T)``, on the device.
-
-    ``attention_hook(rows, genes, mask, attentions)`` is called per batch when given.
-    """
-    module.eval()
-    rows = np.arange(len(sets)) if rows is None else np.asarray(rows)
-    logits = np.zeros((len(rows), module.q.classifier[-1].out_features), np.float32)
-    h = np.zeros((len(rows), module.q.norm.normalized_shape[0]), np.float32)
-    order = np.argsort(sets.lengths[rows], kind="stable")  # similar lengths, little padding
-    for start in range(0, len(rows), batch_size):
-        part = order[start : start + batch_size]
-        genes, values, mask = sets.batch(rows[part], device)
-        xb = x[torch.as_tensor(rows[part], device=x.device)]
-        hb, attn = module.q.embed(
-            genes, values, mask, xb, return_attention_weights=attention_hook is not None
-        )
-        if attention_hook is not None:
-            attention_hook(rows[part], genes, mask, attn)
-        logits[part] = module.q.classifier(hb).cpu().numpy()
-        h[part] = hb.cpu().numpy()
-    return logits, h
-
-
-@torch.no_grad()
-def p_inference(
-    module: SCBiGNNModule, x: torch.Tensor, h: np.ndarray, adj: torch.Tensor
-) -> tuple[np.ndarray, np.ndarray]:
-    """p_theta's logits and representations ``h_prime`` for every cell of the graph."""
-    module.eval()
-    logits, h_prime = module.p(x, torch.as_tensor(h, device=x.device), adj)
-    return logits.cpu().numpy(), h_prime.cpu().numpy()
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in numpy."""
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
-
-
 class EMTrainer:
     """Pre-train q_phi, then alternate M-steps (p_theta) and E-steps (q_phi), section 3.5."""
 
@@ -198,8 +83,10 @@ class EMTrainer:
         device,
         seed: int,
         progress_bar: bool,
+        n_neighbors: int,
     ):
         self.module, self.data, self.config, self.device = module, data, config, device
+        self.n_neighbors = n_neighbors
         self.rng = np.random.default_rng(seed)
         self.progress_bar = progress_bar
         self.n_cells = len(data.sets)
@@ -208,9 +95,7 @@ class EMTrainer:
         self.graph = None  # the last kNN graph (scipy), for the caller to keep
         self._class_weight = None
         if config.class_balance:
-            v = class_weights(
-                data.labels, module.q.classifier[-1].out_features, config.class_balance
-            )
+            v = class_weights(data.labels, module.n_labels, config.class_balance)
             self._class_weight = torch.as_tensor(v, device=device)
 
     # --- one step each -------------------------------------------------------------------
@@ -224,7 +109,7 @@ class EMTrainer:
         weights = torch.ones(self.n_cells, device=self.device)
         weights[torch.as_tensor(labelled, device=self.device)] = cfg.beta
         opt, sched = self._q_optim
-        uniform = np.full((self.n_cells, q.classifier[-1].out_features), 1.0, np.float32)
+        uniform = np.full((self.n_cells, self.module.n_labels), 1.0, np.float32)
         for epoch in range(epochs):
             probs = uniform if target_probs is None else target_probs
             targets = torch.as_tensor(
@@ -236,7 +121,7 @@ class EMTrainer:
                 genes, values, mask = data.sets.batch(part, self.device, cfg.max_genes, self.rng)
                 idx = torch.as_tensor(part, device=self.device)
                 logits, _ = q(genes, values, mask, data.x[idx])
-                loss = _loss(logits, targets[idx], weights[idx], self._class_weight)
+                loss = self.module.loss(logits, targets[idx], weights[idx], self._class_weight)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -258,7 +143,7 @@ class EMTrainer:
         coords = h if data.graph_coords is None else data.graph_coords
         if self._adj is None or data.graph_coords is None:
             seed = int(self.rng.integers(2**31))
-            self.graph = knn_graph(coords, cfg.n_neighbors, cfg.knn_method, seed)
+            self.graph = knn_graph(coords, self.n_neighbors, cfg.knn_method, seed)
             self._adj = row_normalized_adjacency(self.graph, self.device)
         adj = self._adj
         weights = torch.as_tensor(
@@ -275,7 +160,7 @@ class EMTrainer:
             )
             p.train()
             logits, _ = p(data.x, h_t, adj)
-            loss = _loss(logits, targets, weights, self._class_weight)
+            loss = self.module.loss(logits, targets, weights, self._class_weight)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from scbignn_tools.model._training import _loss, class_weights, confident_weights, draw_targets
+from scbignn_tools.module import SCBiGNNModule, class_weights, confident_weights, draw_targets
 
 
 def test_confident_weights_keep_labelled_and_confident_cells():
@@ -42,6 +42,6 @@ def test_class_weights_balance_the_loss_of_each_type():
     logits = torch.zeros(10, 2)
     targets = torch.as_tensor(np.eye(2, dtype=np.float32)[labels[:10]])
     logits[:8, 0] = 5.0  # type 0 right, type 1 wrong
-    plain = _loss(logits, targets, torch.ones(10))
-    balanced = _loss(logits, targets, torch.ones(10), torch.as_tensor(v))
+    plain = SCBiGNNModule.loss(logits, targets, torch.ones(10))
+    balanced = SCBiGNNModule.loss(logits, targets, torch.ones(10), torch.as_tensor(v))
     assert balanced > 2 * plain

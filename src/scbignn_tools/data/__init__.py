@@ -1,0 +1,24 @@
+"""Paper section 2: input checks, log-normalisation, gene selection and gene alignment."""
+
+from ._gene_sets import GeneSets
+from ._genes import align_genes, model_input
+from ._preprocessing import (
+    SEURAT_V3_SPANS,
+    DataFormat,
+    GeneSelection,
+    check_expression,
+    log_normalize,
+    select_genes,
+)
+
+__all__ = [
+    "SEURAT_V3_SPANS",
+    "DataFormat",
+    "GeneSelection",
+    "GeneSets",
+    "align_genes",
+    "check_expression",
+    "log_normalize",
+    "model_input",
+    "select_genes",
+]

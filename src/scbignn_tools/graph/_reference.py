@@ -1,0 +1,213 @@
+"""The frozen reference cells of p_theta's graph, and how new cells join it (inductive mode)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import sparse
+
+from ._knn import KnnMethod, nearest_cells, project
+
+SAME_EXPRESSION_ATOL = (
+    1e-4  # normalised expression; float32 sums in another gene order differ by ~1e-6
+)
+
+
+def match_cells(
+    names: np.ndarray, x: sparse.csr_matrix, names_to: np.ndarray, x_to: sparse.csr_matrix
+) -> np.ndarray:
+    """Row in ``x_to`` of each cell of ``x`` with the same name *and* the same expression, else -1.
+
+    Names alone do not identify a cell: ``AnnData(X)`` names every dataset's cells ``'0'`` to
+    ``'n-1'``. ``x`` and ``x_to`` are normalised expression of the model genes, ``(M, T)`` and
+    ``(N, T)``; two cells match when no gene differs by more than ``SAME_EXPRESSION_ATOL``.
+    """
+    out = np.full(len(names), -1, dtype=np.int64)
+    pairs = pd.DataFrame({"name": np.asarray(names, dtype=str), "cell": np.arange(len(names))})
+    pairs = pairs.merge(
+        pd.DataFrame({"name": np.asarray(names_to, dtype=str), "row": np.arange(len(names_to))}),
+        on="name",
+    )
+    if pairs.empty:
+        return out
+    cell, row = pairs["cell"].to_numpy(), pairs["row"].to_numpy()
+    diff = abs(sparse.csr_matrix(x)[cell] - sparse.csr_matrix(x_to)[row])
+    same = np.asarray(diff.max(axis=1).todense()).ravel() <= SAME_EXPRESSION_ATOL
+    cell, row = cell[same][::-1], row[same][::-1]
+    out[cell] = row  # reversed: with duplicates, the first matching row wins
+    return out
+
+
+def graph_coords(
+    x: torch.Tensor, h: np.ndarray | None, basis: tuple[np.ndarray, np.ndarray] | None
+) -> np.ndarray:
+    """Cells' coordinates in the space of p_theta's graph: expression PCs, or ``h`` without a basis.
+
+    ``x`` is the standardised expression ``(N, T)``, ``basis`` from
+    :func:`~scbignn_tools.graph.expression_basis`.
+    """
+    return h if basis is None else project(x.cpu().numpy(), basis)
+
+
+@dataclass
+class ReferenceGraph:
+    """The cells p_theta was trained on, frozen after training, and their kNN graph.
+
+    New cells are annotated inductively: each joins its nearest graph cells (:meth:`extend`)
+    after the expression shift the new cells share against the graph cells is removed
+    (:meth:`shift`); :meth:`novelty` measures how far they lie from the labelled graph cells.
+    Takes and returns arrays only.
+
+    Parameters
+    ----------
+    x
+        Normalised expression of the model genes, ``(N, T)`` sparse.
+    h
+        q_phi's cell representations, ``(N, d)``.
+    coords
+        The cells' coordinates in the space the graph was built in, ``(N, c)``.
+    basis
+        ``(mean, components)`` of :func:`~scbignn_tools.graph.expression_basis` when the
+        graph is built on the expression; ``None`` when it is built on ``h``.
+    adj
+        Binary kNN adjacency with self-loops, ``(N, N)`` sparse.
+    labels
+        Label codes, -1 for unlabelled cells.
+    obs_names
+        The cells' names.
+    n_neighbors
+        ``k`` of the graph.
+    knn_method
+        As in :func:`~scbignn_tools.graph.nearest_cells`.
+    seed
+        Seed of pynndescent.
+    """
+
+    x: sparse.csr_matrix
+    h: np.ndarray
+    coords: np.ndarray
+    basis: tuple[np.ndarray, np.ndarray] | None
+    adj: sparse.csr_matrix
+    labels: np.ndarray
+    obs_names: np.ndarray
+    n_neighbors: int
+    knn_method: KnnMethod = "auto"
+    seed: int = 0
+
+    def __len__(self) -> int:
+        return len(self.obs_names)
+
+    def contains(self, names: np.ndarray, x: sparse.csr_matrix) -> np.ndarray:
+        """Row of each given cell in the graph, -1 for cells not in it (:func:`match_cells`)."""
+        return match_cells(names, x, self.obs_names, self.x)
+
+    def coords_of(self, x: torch.Tensor, h: np.ndarray) -> np.ndarray:
+        """Coordinates of cells in the graph's space (:func:`graph_coords`)."""
+        return graph_coords(x, h, self.basis)
+
+    def extend(self, coords_new: np.ndarray) -> sparse.csr_matrix:
+        """The graph with new cells appended, each linked to its nearest graph cells."""
+        return extend_graph(
+            self.adj, self.coords, coords_new, self.n_neighbors, self.knn_method, self.seed
+        )
+
+    def shift(self, x_new: torch.Tensor, h_new: np.ndarray, x_graph: torch.Tensor) -> torch.Tensor:
+        """The shift of new cells against the graph cells (:func:`query_shift`), ``(T,)``.
+
+        ``x_new`` and ``x_graph`` are standardised expression, ``x_graph`` of all graph cells.
+        """
+        return query_shift(
+            x_new, h_new, x_graph, self.h, self.n_neighbors, self.knn_method, self.seed
+        )
+
+    def novelty(self, h_new: np.ndarray) -> np.ndarray:
+        """Novelty of cells against the labelled graph cells (:func:`novelty`), in [0, 1]."""
+        return novelty(
+            self.h[self.labels >= 0], h_new, self.n_neighbors, self.knn_method, self.seed
+        )
+
+
+def extend_graph(
+    adj: sparse.spmatrix,
+    coords_graph: np.ndarray,
+    coords_new: np.ndarray,
+    n_neighbors: int,
+    method: str = "auto",
+    seed: int = 0,
+) -> sparse.csr_matrix:
+    """Add cells to a kNN graph, each linked to itself and its ``n_neighbors`` nearest graph cells.
+
+    ``coords_graph`` and ``coords_new`` are the graph's and the new cells' coordinates in the
+    space the graph was built in.
+
+    The graph cells keep their edges and get none to the new cells, so the new cells do not
+    change each other's (or the graph's) representations: p_theta on the result is inductive.
+    """
+    n, m = coords_graph.shape[0], coords_new.shape[0]
+    idx, _ = nearest_cells(coords_graph, coords_new, n_neighbors, method, seed)
+    k = idx.shape[1]
+    rows = np.repeat(np.arange(m), k)
+    links = sparse.csr_matrix((np.ones(m * k, np.float32), (rows, idx.ravel())), shape=(m, n))
+    top = sparse.hstack([adj, sparse.csr_matrix((n, m), dtype=np.float32)])
+    bottom = sparse.hstack([links, sparse.identity(m, dtype=np.float32, format="csr")])
+    return sparse.csr_matrix(sparse.vstack([top, bottom]))
+
+
+def novelty(
+    h_reference: np.ndarray,
+    h_new: np.ndarray,
+    n_neighbors: int,
+    method: str = "auto",
+    seed: int = 0,
+) -> np.ndarray:
+    r"""How far each new cell lies from the reference cells, as a share of the reference cells.
+
+    A cell's distance :math:`d_i` is its mean Euclidean distance, in q_phi's ``h``, to its
+    2nd to :math:`(k + 1)`-th nearest reference cells (the nearest is skipped, so that a
+    reference cell is not compared with itself). Its novelty is the share of reference cells
+    whose own :math:`d` is smaller: near 1 when the cell is farther from the reference than
+    almost every reference cell is from its neighbours (nearest-neighbour out-of-distribution
+    detection, Sun et al. 2022).
+
+    Shapes: ``h_reference`` ``(N, n_h)``, ``h_new`` ``(M, n_h)``; returns ``(M,)`` in [0, 1].
+    """
+    k = n_neighbors + 1
+
+    def distance(h):
+        return nearest_cells(h_reference, h, k, method, seed)[1][:, 1:]
+
+    own = np.sort(distance(h_reference).mean(axis=1))
+    return np.searchsorted(own, distance(h_new).mean(axis=1)) / len(own)
+
+
+def query_shift(
+    x_new: torch.Tensor,
+    h_new: np.ndarray,
+    x_graph: torch.Tensor,
+    h_graph: np.ndarray,
+    n_neighbors: int,
+    method: str = "auto",
+    seed: int = 0,
+) -> torch.Tensor:
+    r"""Mean offset of new cells' expression from that of their matches among the graph cells.
+
+    .. math::
+        \boldsymbol{\delta} = \frac{1}{M} \sum_{i=1}^{M} \Big(\mathbf{x}_i
+        - \frac{1}{k} \sum_{j \in \mathcal{N}(i)} \mathbf{x}_j\Big)
+
+    where :math:`\mathcal{N}(i)` are the ``n_neighbors`` graph cells nearest to new cell
+    :math:`i` in q_phi's representation ``h``. Each cell is compared with cells of its own kind,
+    so :math:`\boldsymbol{\delta}` measures a shift shared by the new cells (a stimulus, a
+    batch) and not a difference in cell-type composition (nearest-neighbour matching in the
+    spirit of the MNN correction of Haghverdi et al. 2018, with one global vector).
+
+    Shapes: ``x_new`` ``(M, T)``, ``h_new`` ``(M, n_h)``, ``x_graph`` ``(N, T)``, ``h_graph``
+    ``(N, n_h)``; returns ``(T,)``.
+    """
+    idx, _ = nearest_cells(h_graph, h_new, n_neighbors, method, seed)
+    weights = np.bincount(idx.ravel(), minlength=len(h_graph)) / idx.size
+    weights = torch.as_tensor(weights, dtype=x_graph.dtype, device=x_graph.device)
+    return x_new.mean(0) - weights @ x_graph

@@ -1,0 +1,176 @@
+"""Both GNNs over cells given as arrays, against a model's frozen reference graph."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from scbignn_tools.data import GeneSets
+from scbignn_tools.graph import ReferenceGraph, match_cells
+from scbignn_tools.graph import row_normalized_adjacency as normalized
+from scbignn_tools.module import (
+    AttentionAccumulator,
+    SCBiGNNModule,
+    p_inference,
+    q_inference,
+    softmax,
+)
+from scbignn_tools.train import Calibration
+
+from ._anndata import Cells
+
+MIN_SHIFT_CELLS = 50  # fewer new cells than this: no shift correction
+
+
+def standardize(module: SCBiGNNModule, x) -> torch.Tensor:
+    """Standardised expression (dense, on the module's device) of normalised expression ``x``."""
+    return module.standardize(torch.as_tensor(x.toarray(), device=module.device))
+
+
+@dataclass
+class Inference:
+    """Outputs of both GNNs for a set of cells (``probs_p`` and ``h_prime`` only with p_theta)."""
+
+    sets: GeneSets
+    x: torch.Tensor  # standardised expression, before any shift removal
+    h: np.ndarray
+    probs_q: np.ndarray
+    probs_p: np.ndarray | None = None
+    h_prime: np.ndarray | None = None
+    query_shift: float = 0.0  # root mean square of the shift removed from the new cells
+    shift: torch.Tensor | None = None
+
+
+@dataclass
+class OwnQuery:
+    """A query model's own cells outside its graph, and the shift measured on all of them."""
+
+    cells: Cells
+    shift: torch.Tensor
+
+
+class Predictor:
+    """q_phi and p_theta over :class:`Cells`, against a frozen :class:`ReferenceGraph`.
+
+    Cells of the graph (same name and same expression) take the graph's p_theta output; the
+    others join the graph inductively (:meth:`ReferenceGraph.extend`) after the expression
+    shift they share against the graph cells is removed. The graph's own outputs are computed
+    once.
+
+    Parameters
+    ----------
+    module
+        The trained module.
+    graph
+        Its reference graph; ``None`` for q_phi only.
+    calibration
+        Temperatures applied to both GNNs' logits.
+    """
+
+    def __init__(
+        self, module: SCBiGNNModule, graph: ReferenceGraph | None, calibration: Calibration
+    ):
+        self.module, self.graph, self.calibration = module, graph, calibration
+        self._graph_outputs: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.module.device
+
+    def standardize(self, x) -> torch.Tensor:
+        """:func:`standardize` with this predictor's module."""
+        return standardize(self.module, x)
+
+    def infer(
+        self,
+        cells: Cells,
+        with_p: bool,
+        remove_shift: bool = True,
+        batch_size: int = 256,
+        own: OwnQuery | None = None,
+    ) -> Inference:
+        """q_phi over the cells and, with ``with_p``, p_theta.
+
+        New cells that all belong to ``own`` take its shift; other new cells are measured on
+        their own (:meth:`shift`).
+        """
+        sets, x = GeneSets(cells.x), self.standardize(cells.x)
+        logits_q, h = q_inference(self.module, sets, x, None, batch_size, self.device)
+        cal = self.calibration
+        out = Inference(sets, x, h, softmax(logits_q / cal.temperature_q))
+        if not with_p:
+            return out
+        graph = self.graph
+        rows = graph.contains(cells.names, cells.x)
+        logits, h_prime = (a[np.maximum(rows, 0)] for a in self.graph_outputs())
+        new = np.flatnonzero(rows < 0)
+        if len(new):
+            x_graph = self.standardize(graph.x)
+            x_new, h_new = x[new], h[new]
+            shift = torch.zeros_like(x[0])
+            if remove_shift:
+                mine = own is not None and np.all(
+                    match_cells(cells.names[new], cells.x[new], own.cells.names, own.cells.x) >= 0
+                )
+                shift = own.shift if mine else self.shift(x_new, h_new, x_graph)
+            x_new = x_new - shift
+            adj = graph.extend(graph.coords_of(x_new, h_new))
+            logits_new, h_prime_new = p_inference(
+                self.module,
+                torch.cat([x_graph, x_new]),
+                np.vstack([graph.h, h_new]),
+                normalized(adj, self.device),
+            )
+            logits[new], h_prime[new] = logits_new[-len(new) :], h_prime_new[-len(new) :]
+            out.shift, out.query_shift = shift, float(shift.square().mean().sqrt())
+        out.probs_p, out.h_prime = softmax(logits / cal.temperature_p), h_prime
+        return out
+
+    def graph_outputs(self) -> tuple[np.ndarray, np.ndarray]:
+        """p_theta's logits and ``h_prime`` for the cells of the graph (computed once)."""
+        if self._graph_outputs is None:
+            x = self.standardize(self.graph.x)
+            adj = normalized(self.graph.adj, self.device)
+            self._graph_outputs = p_inference(self.module, x, self.graph.h, adj)
+        return self._graph_outputs
+
+    def shift(self, x_new: torch.Tensor, h_new: np.ndarray, x_graph: torch.Tensor) -> torch.Tensor:
+        """The shift of new cells against the graph; zero under ``MIN_SHIFT_CELLS`` cells."""
+        if len(x_new) < MIN_SHIFT_CELLS:
+            return torch.zeros_like(x_new[0])
+        return self.graph.shift(x_new, h_new, x_graph)
+
+    def own_query(self, cells: Cells) -> OwnQuery | None:
+        """The cells outside the graph among ``cells`` and their shift; ``None`` if there are none.
+
+        A query model (:meth:`SCBiGNN.load_query_data`) measures the shift once on its whole
+        query, so that a query cell's annotation does not depend on the other cells passed
+        with it.
+        """
+        cells = cells.subset(np.flatnonzero(self.graph.contains(cells.names, cells.x) < 0))
+        if not len(cells):
+            return None
+        x = self.standardize(cells.x)
+        _, h = q_inference(self.module, GeneSets(cells.x), x, device=self.device)
+        return OwnQuery(cells, self.shift(x, h, self.standardize(self.graph.x)))
+
+    def attention(
+        self, out: Inference, groups: np.ndarray, batch_size: int = 32
+    ) -> dict[str, AttentionAccumulator]:
+        """An :class:`~scbignn_tools.module.AttentionAccumulator` per group of cells."""
+        acc = {}
+        for name, rows in pd.Series(groups).groupby(groups, observed=True).indices.items():
+            acc[name] = AttentionAccumulator(self.module.n_genes, self.device)
+            q_inference(
+                self.module,
+                out.sets,
+                out.x,
+                rows,
+                batch_size,
+                self.device,
+                attention_hook=acc[name],
+            )
+        return acc

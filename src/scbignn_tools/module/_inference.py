@@ -1,0 +1,61 @@
+"""Batched inference of q_phi and p_theta over arrays (no AnnData)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from scbignn_tools.data import GeneSets
+
+from ._module import SCBiGNNModule
+
+
+@torch.no_grad()
+def q_inference(
+    module: SCBiGNNModule,
+    sets: GeneSets,
+    x: torch.Tensor,
+    rows: np.ndarray | None = None,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    attention_hook=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """q_phi's logits and cell representations ``h`` for ``rows`` (all cells by default).
+
+    ``x`` is the standardised expression of all cells of ``sets``, ``(N, T)``, on the device.
+
+    ``attention_hook(rows, genes, mask, attentions)`` is called per batch when given.
+    """
+    module.eval()
+    rows = np.arange(len(sets)) if rows is None else np.asarray(rows)
+    logits = np.zeros((len(rows), module.n_labels), np.float32)
+    h = np.zeros((len(rows), module.n_h), np.float32)
+    order = np.argsort(sets.lengths[rows], kind="stable")  # similar lengths, little padding
+    for start in range(0, len(rows), batch_size):
+        part = order[start : start + batch_size]
+        genes, values, mask = sets.batch(rows[part], device)
+        xb = x[torch.as_tensor(rows[part], device=x.device)]
+        hb, attn = module.q.embed(
+            genes, values, mask, xb, return_attention_weights=attention_hook is not None
+        )
+        if attention_hook is not None:
+            attention_hook(rows[part], genes, mask, attn)
+        logits[part] = module.q.classifier(hb).cpu().numpy()
+        h[part] = hb.cpu().numpy()
+    return logits, h
+
+
+@torch.no_grad()
+def p_inference(
+    module: SCBiGNNModule, x: torch.Tensor, h: np.ndarray, adj: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """p_theta's logits and representations ``h_prime`` for every cell of the graph."""
+    module.eval()
+    logits, h_prime = module.p(x, torch.as_tensor(h, device=x.device), adj)
+    return logits.cpu().numpy(), h_prime.cpu().numpy()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in numpy."""
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)

@@ -1,0 +1,25 @@
+"""Paper section 3.5: the EM loop and its settings; calibration of the trained model."""
+
+from ._calibration import (
+    Calibration,
+    binned_calibration_error,
+    calibrate,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+)
+from ._config import EMConfig
+from ._em import EMData, EMTrainer, validation_split
+
+__all__ = [
+    "Calibration",
+    "EMConfig",
+    "EMData",
+    "EMTrainer",
+    "binned_calibration_error",
+    "calibrate",
+    "expected_calibration_error",
+    "fit_temperature",
+    "reliability_bins",
+    "validation_split",
+]
