@@ -57,7 +57,8 @@ def test_train_save_then_annotate_in_subprocesses(tiny, tmp_path):
         str(tmp_path / "model"),
     )
     assert out.returncode == 0, out.stderr
-    assert (tmp_path / "model" / "model.pt").exists()
+    assert (tmp_path / "model" / "model.json").exists()
+    assert not (tmp_path / "model" / "model.pt").exists()
     out = _cli(
         "annotate",
         str(tmp_path / "query.h5ad"),

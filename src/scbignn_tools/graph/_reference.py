@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from scipy import sparse
 
-from ._knn import KnnMethod, nearest_cells, project
+from ._knn import KnnMethod, knn_graph, nearest_cells, project
 
 SAME_EXPRESSION_ATOL = (
     1e-4  # normalised expression; float32 sums in another gene order differ by ~1e-6
@@ -121,6 +121,34 @@ class ReferenceGraph:
         """
         return query_shift(
             x_new, h_new, x_graph, self.h, self.n_neighbors, self.knn_method, self.seed
+        )
+
+    def subsample(self, n_per_type: int) -> ReferenceGraph:
+        """A graph of at most ``n_per_type`` labelled cells per type, drawn at random (``seed``).
+
+        Unlabelled cells are left out; the kNN graph is rebuilt among the cells kept, in the
+        same space. What a model saved this way reveals of its training data.
+        """
+        if n_per_type < 1:
+            raise ValueError(f"Keep at least one cell per type, not {n_per_type}.")
+        rng = np.random.default_rng(self.seed)
+        rows = []
+        for label in np.unique(self.labels[self.labels >= 0]):
+            cells = np.flatnonzero(self.labels == label)
+            rows.append(rng.choice(cells, min(n_per_type, len(cells)), replace=False))
+        rows = np.sort(np.concatenate(rows))
+        coords = self.coords[rows]
+        return ReferenceGraph(
+            x=self.x[rows],
+            h=self.h[rows],
+            coords=coords,
+            basis=self.basis,
+            adj=knn_graph(coords, self.n_neighbors, self.knn_method, self.seed),
+            labels=self.labels[rows],
+            obs_names=self.obs_names[rows],
+            n_neighbors=self.n_neighbors,
+            knn_method=self.knn_method,
+            seed=self.seed,
         )
 
     def novelty(self, h_new: np.ndarray) -> np.ndarray:

@@ -250,7 +250,32 @@ def check_setup(adata, labels_key, unlabeled_category, layer, data_format, kwarg
             f"values. Fill them with the unlabeled_category, e.g. "
             f"adata.obs[{labels_key!r}] = adata.obs[{labels_key!r}].astype(object).fillna({unlabeled_category!r})."
         )
+    if labels_key in adata.obs and not transfer:
+        _check_unlabeled_category(adata.obs[labels_key], labels_key, unlabeled_category)
     if layer is not None and layer not in adata.layers:
         raise KeyError(f"layer {layer!r} is not in adata.layers ({list(adata.layers)}).")
     X = adata.layers[layer] if layer is not None else adata.X
     check_expression(X, data_format, f"layers[{layer!r}]" if layer else "adata.X")
+
+
+def _check_unlabeled_category(labels: pd.Series, key: str, unlabeled_category) -> None:
+    """Refuse an unlabelled category that the data spell otherwise; say when no cell has it."""
+    values = labels.astype(str)
+    if (values == str(unlabeled_category)).any():
+        return
+    wanted = str(unlabeled_category).strip().casefold()
+    variants = sorted({v for v in values.unique() if v.strip().casefold() == wanted})
+    if variants:
+        n = int(values.isin(variants).sum())
+        raise ValueError(
+            f"No cell of obs[{key!r}] is {unlabeled_category!r}, but {n} are "
+            f"{' or '.join(repr(v) for v in variants)}: as written they would be trained as a "
+            f"cell type. Pass unlabeled_category={variants[0]!r}, or rename them."
+        )
+    warnings.warn(
+        f"No cell of obs[{key!r}] is {unlabeled_category!r}: all {len(values)} cells are "
+        "labelled and train as reference cells. Set the cells to annotate to "
+        f"{unlabeled_category!r} if there are any.",
+        UserWarning,
+        stacklevel=4,
+    )

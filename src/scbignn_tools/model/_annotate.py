@@ -65,20 +65,23 @@ class AnnotateMixin:
         cells = self._cells(adata)
         out = self._infer(cells, True, remove_query_shift, batch_size)
         pred = np.asarray(self.classes)[out.probs_p.argmax(1)]
+        novelty = np.full(len(cells), np.nan)
+        if self.reference_ is not None:
+            novelty = self.reference_.novelty(out.h)
         return AnnotationResult.build(
             cells.names,
             self.classes,
             out.probs_p,
             out.probs_q,
             out.h,
-            self.reference_.novelty(out.h),
+            novelty,
             self._predictor().attention(out, pred) if gene_importance else None,
             self.genes,
             unknown_threshold=unknown_threshold,
             novelty_threshold=novelty_threshold,
             unknown_label=unknown_label,
             settings={
-                "model": "p_theta",
+                "model": out.model,
                 "n_neighbors": self.n_neighbors,
                 "remove_query_shift": remove_query_shift,
                 "query_shift": out.query_shift,

@@ -42,6 +42,7 @@ class Inference:
     h_prime: np.ndarray | None = None
     query_shift: float = 0.0  # root mean square of the shift removed from the new cells
     shift: torch.Tensor | None = None
+    model: str = "p_theta"  # "q_phi" when a model saved without reference cells falls back
 
 
 @dataclass
@@ -104,6 +105,9 @@ class Predictor:
         if not with_p:
             return out
         graph = self.graph
+        if graph is None:  # saved with reference_cells="none": nothing to place new cells among
+            out.probs_p, out.model = out.probs_q, "q_phi"
+            return out
         rows = graph.contains(cells.names, cells.x)
         logits, h_prime = (a[np.maximum(rows, 0)] for a in self.graph_outputs())
         new = np.flatnonzero(rows < 0)
@@ -150,6 +154,8 @@ class Predictor:
         query, so that a query cell's annotation does not depend on the other cells passed
         with it.
         """
+        if self.graph is None:
+            return None
         cells = cells.subset(np.flatnonzero(self.graph.contains(cells.names, cells.x) < 0))
         if not len(cells):
             return None

@@ -1,53 +1,71 @@
-"""Reading a saved model folder: the one place that opens ``model.pt``."""
+"""Saving and opening models, with scvi-tools' signatures and no code run on load."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import Literal
 
-import numpy as np
-import torch
+import rich
 from anndata import AnnData
 from mudata import MuData
 
-from scbignn_tools.graph import ReferenceGraph
-from scbignn_tools.train import Calibration
+from ._format import SavedModel, read_folder, read_pickled, write_folder
+from ._utils import reference_var_names, resolve_device
 
-
-@dataclass
-class SavedModel:
-    """The contents of a folder written by :meth:`SCBiGNN.save`.
-
-    ``attributes`` are the model's public attributes ending in ``_`` (``registry_``,
-    ``init_params_``, ``history_``, ``reference_``...), ``state_dict`` the module's tensors.
-    """
-
-    attributes: dict
-    var_names: np.ndarray
-    state_dict: dict
-
-    @property
-    def genes(self) -> list[str]:
-        """The model genes, in the order of its gene embeddings."""
-        return [str(g) for g in self.attributes["init_params_"]["non_kwargs"]["genes"]]
-
-
-def read_saved(dir_path: str | os.PathLike, prefix: str | None = None) -> SavedModel:
-    """Read a model folder written by :meth:`SCBiGNN.save` (scvi-tools' layout)."""
-    path = os.path.join(dir_path, f"{prefix or ''}model.pt")
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{dir_path} holds no saved model ({prefix or ''}model.pt); save one with "
-            "model.save(...) or `scbignn train`."
-        )
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    state = dict(saved["model_state_dict"])
-    state.pop("pyro_param_store", None)
-    return SavedModel(dict(saved["attr_dict"]), np.asarray(saved["var_names"]), state)
+ReferenceCells = Literal["all", "none"] | int
 
 
 class SaveLoadMixin:
-    """``load`` of :class:`~scbignn_tools.model.SCBiGNN`, with scvi-tools' signature."""
+    """``save``, ``load`` and the registry readers of :class:`~scbignn_tools.model.SCBiGNN`.
+
+    Folders are JSON, safetensors and ``.npz`` arrays (``docs/model_format.md``): opening one
+    never unpickles, so a folder from a stranger cannot run code.
+    """
+
+    def save(
+        self,
+        dir_path: str | os.PathLike,
+        prefix: str | None = None,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        reference_cells: ReferenceCells = "all",
+        **anndata_write_kwargs,
+    ) -> None:
+        """Save the model to a folder, atomically (a temporary folder beside it, then a rename).
+
+        Parameters
+        ----------
+        dir_path
+            The folder.
+        prefix
+            Prefix of the file names.
+        overwrite
+            Replace a model already in the folder.
+        save_anndata
+            Also write the model's AnnData (``adata.h5ad`` or ``mdata.h5mu``).
+        reference_cells
+            The reference cells kept for inductive annotation, i.e. what a shared model
+            reveals of its training data: ``"all"`` (every cell's normalised expression and
+            name), an int ``n`` (a stratified subsample of ``n`` labelled cells per type, with
+            the kNN graph rebuilt among them) or ``"none"`` (no cell data: p_theta cannot
+            place new cells, so annotation falls back to q_phi and novelty is not measured,
+            which :meth:`annotate` says). ``docs/model_format.md`` has the accuracy cost of each.
+        **anndata_write_kwargs
+            Passed on to the AnnData's writer.
+        """
+        saved = self._to_saved(reference_cells)
+        extra = None
+        if save_anndata:
+            if self.adata is None:
+                raise ValueError("This model has no AnnData to save; use save_anndata=False.")
+            name = (
+                f"{prefix or ''}{'mdata.h5mu' if isinstance(self.adata, MuData) else 'adata.h5ad'}"
+            )
+
+            def extra(tmp):
+                self.adata.write(os.path.join(tmp, name), **anndata_write_kwargs)
+
+        write_folder(saved, dir_path, prefix, overwrite, extra)
 
     @classmethod
     def load(
@@ -59,23 +77,24 @@ class SaveLoadMixin:
         prefix: str | None = None,
         backup_url: str | None = None,
     ):
-        """Load a model saved by :meth:`~scvi.model.base.BaseModelClass.save`.
+        """Open a model folder written by :meth:`save`. Runs no code from the folder.
 
         Parameters
         ----------
         dir_path
-            The folder the model was saved to.
+            The folder.
         adata
             An AnnData laid out like the reference (the reference itself, or a query from
             :meth:`prepare_query_anndata`); it is registered with the saved setup, as
-            scvi-tools does. ``None``: a model without data, which annotates any AnnData passed
-            to it. To annotate a query, :meth:`load_query_data` is simpler.
+            scvi-tools does. ``None``: the AnnData saved with ``save_anndata=True``, else a
+            model without data that annotates any AnnData passed to it. To annotate a query,
+            :meth:`load_query_data` is simpler.
         accelerator
             As in scvi-tools.
         device
             As in scvi-tools.
         prefix
-            Prefix of the saved file names.
+            Prefix of the file names.
         backup_url
             Not supported: models are read from local folders only.
 
@@ -85,13 +104,118 @@ class SaveLoadMixin:
         """
         if backup_url is not None:
             raise ValueError("backup_url is not supported; download the folder and pass its path.")
-        return cls._from_saved(read_saved(dir_path, prefix), adata, accelerator, device)
+        saved = read_folder(dir_path, prefix)
+        if adata is None:
+            for name, reader in (("adata.h5ad", "read_h5ad"), ("mdata.h5mu", "read_h5mu")):
+                path = os.path.join(dir_path, f"{prefix or ''}{name}")
+                if os.path.exists(path):
+                    import anndata
+                    import mudata
+
+                    adata = getattr(anndata if reader == "read_h5ad" else mudata, reader)(path)
+        return cls._from_saved(saved, adata, accelerator, device)
+
+    @staticmethod
+    def load_registry(dir_path: str | os.PathLike, prefix: str | None = None) -> dict:
+        """The registry of a saved model (its setup), read without unpickling.
+
+        Parameters
+        ----------
+        dir_path
+            The folder.
+        prefix
+            Prefix of the file names.
+
+        Returns
+        -------
+        The registry dict, as scvi-tools' ``load_registry`` returns it.
+        """
+        return read_folder(dir_path, prefix).attributes["registry_"]
+
+    @staticmethod
+    def view_setup_args(dir_path: str | os.PathLike, prefix: str | None = None) -> None:
+        """Print the arguments a saved model's AnnData was set up with.
+
+        Parameters
+        ----------
+        dir_path
+            The folder.
+        prefix
+            Prefix of the file names.
+        """
+        rich.print(SaveLoadMixin.load_registry(dir_path, prefix)["setup_args"])
+
+    @classmethod
+    def convert_pickled_save(
+        cls,
+        dir_path: str | os.PathLike,
+        output_dir_path: str | os.PathLike,
+        trust_pickle: bool = False,
+        overwrite: bool = False,
+        prefix: str | None = None,
+    ) -> None:
+        """Convert a folder of scbignn-tools 0.1 (pickled ``model.pt``) to the safe format.
+
+        Reading a pickle runs any code it holds, so this is for folders whose source you trust,
+        and needs ``trust_pickle=True``. The new folder opens without running code.
+
+        Parameters
+        ----------
+        dir_path
+            The old folder.
+        output_dir_path
+            The new folder.
+        trust_pickle
+            Confirm that the old folder comes from a trusted source.
+        overwrite
+            Replace a model already in ``output_dir_path``.
+        prefix
+            Prefix of the old folder's file names (the new folder uses the same).
+        """
+        if not trust_pickle:
+            raise ValueError(
+                "Converting reads a pickle, which runs any code it holds: pass trust_pickle=True "
+                "only for a folder from a source you trust."
+            )
+        model = cls._from_saved(read_pickled(dir_path, prefix), None, "cpu", "auto")
+        model.save(output_dir_path, prefix=prefix, overwrite=overwrite)
+
+    @classmethod
+    def convert_legacy_save(cls, *args, **kwargs):
+        """Not for this model: use :meth:`convert_pickled_save` for folders of version 0.1."""
+        raise NotImplementedError(
+            "SCBiGNN folders are converted with SCBiGNN.convert_pickled_save(old, new, "
+            "trust_pickle=True)."
+        )
+
+    def _to_saved(self, reference_cells: ReferenceCells = "all") -> SavedModel:
+        """What a folder holds, from this model (tensors copied to the CPU)."""
+        graph = self.reference_
+        if graph is not None and reference_cells != "all":
+            if reference_cells == "none":
+                graph = None
+            elif isinstance(reference_cells, int) and not isinstance(reference_cells, bool):
+                graph = graph.subsample(reference_cells)
+            else:
+                raise ValueError(
+                    f"reference_cells must be 'all', 'none' or a number of cells per type, "
+                    f"not {reference_cells!r}."
+                )
+        attributes = {
+            "registry_": self.registry_,
+            "init_params_": self.init_params_,
+            "is_trained_": self.is_trained_,
+            "gene_selection_": self.gene_selection_,
+            "calibration_": self.calibration_,
+            "history_": self.history_,
+            "reference_": graph,
+        }
+        state = {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
+        return SavedModel(attributes, reference_var_names(self.registry_), state)
 
     @classmethod
     def _from_saved(cls, saved: SavedModel, adata, accelerator: str, device: int | str):
         """Build a model from what a folder (or a model in memory) holds."""
-        from ._utils import resolve_device
-
         attributes = dict(saved.attributes)
         registry = attributes.pop("registry_")
         if registry.get("model_name", cls.__name__) != cls.__name__:
@@ -101,29 +225,10 @@ class SaveLoadMixin:
             method = getattr(cls, registry.get("setup_method_name", "setup_anndata"))
             method(adata, source_registry=registry, **registry["setup_args"])
         model = cls(adata, registry=registry, **init_params["non_kwargs"])
-        for key, value in upgrade_attributes(attributes, init_params).items():
+        for key, value in attributes.items():
             setattr(model, key, value)
         model.module.load_state_dict(saved.state_dict)
         model.module.to(resolve_device(accelerator, device))
         model.module.eval()
         model._clear_caches()
         return model
-
-
-def upgrade_attributes(attributes: dict, init_params: dict) -> dict:
-    """Typed objects for what folders of version 0.1 saved as dicts (reference, calibration)."""
-    out = dict(attributes)
-    knn_method = out.pop("knn_method_", "auto")
-    ref = out.get("reference_")
-    if isinstance(ref, dict):
-        kw = init_params["non_kwargs"]
-        out["reference_"] = ReferenceGraph(
-            **ref,
-            n_neighbors=kw.get("n_neighbors", 10),
-            knn_method=knn_method,
-            seed=kw.get("seed", 0),
-        )
-    cal = out.get("calibration_")
-    if isinstance(cal, dict):
-        out["calibration_"] = Calibration(**cal)
-    return out

@@ -278,8 +278,20 @@ class SCBiGNN(SetupMixin, AnnotateMixin, QueryMixin, SaveLoadMixin, BaseModelCla
         """
         args = locals()
         config = EMConfig(**{f.name: args[f.name] for f in fields(EMConfig)})
-        config = config.resolved(trained=self.reference_ is not None)
+        config = config.resolved(trained=self.is_trained_)
         device = resolve_device(accelerator, devices)
+        before = self._snapshot()
+        try:
+            self._fit(config, validation_size, device, progress_bar)
+        except BaseException as err:  # also Ctrl-C: never a half-trained model
+            self._restore(before)
+            state = "as it was before" if self.is_trained_ else "untrained, as before"
+            err.add_note(f"SCBiGNN.train() did not finish: the model is {state} the call.")
+            raise
+
+    def _fit(self, config: EMConfig, validation_size: float, device, progress_bar: bool):
+        """The body of :meth:`train`: the EM run, then the frozen graph and the calibration."""
+        knn_method = config.knn_method
         self.module.to(device)
         cells = self._training_cells()
         labels = cells.labels
@@ -328,12 +340,35 @@ class SCBiGNN(SetupMixin, AnnotateMixin, QueryMixin, SaveLoadMixin, BaseModelCla
         )
         self._clear_caches()
 
+    def _snapshot(self) -> dict:
+        """What :meth:`train` changes, copied, to restore if it does not finish."""
+        state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        keys = ("is_trained_", "history_", "calibration_", "reference_")
+        return {
+            "state": state,
+            "device": self.device,
+            "attributes": {k: getattr(self, k) for k in keys},
+        }
+
+    def _restore(self, snapshot: dict) -> None:
+        self.module.load_state_dict(snapshot["state"])
+        self.module.to(snapshot["device"])
+        for key, value in snapshot["attributes"].items():
+            setattr(self, key, value)
+        self._clear_caches()
+
     def _training_cells(self) -> Cells:
         """The cells to train on: the graph's, then the AnnData's cells not in the graph."""
         if self.adata is None:
             raise ValueError("This model has no AnnData to train on; load it with one.")
         own = self._cells(None)
         if self.reference_ is None:
+            if self.is_trained_:
+                raise ValueError(
+                    "This model was saved without its reference cells (reference_cells='none'), "
+                    "so it cannot train further beside them; annotate inductively, or train a "
+                    "new model on the reference."
+                )
             check_training_labels(own.labels, self._setup)
             return own
         ref = self.reference_
@@ -401,6 +436,8 @@ class SCBiGNN(SetupMixin, AnnotateMixin, QueryMixin, SaveLoadMixin, BaseModelCla
         -------
         Array of cells x features.
         """
+        if representation == "h_prime" and self.reference_ is None and self.is_trained_:
+            raise ValueError("This model was saved without reference cells: no h_prime.")
         out = self._infer(self._cells(adata), representation == "h_prime", True, batch_size)
         return out.h if representation == "h" else out.h_prime
 
@@ -484,7 +521,15 @@ class SCBiGNN(SetupMixin, AnnotateMixin, QueryMixin, SaveLoadMixin, BaseModelCla
         """:meth:`Predictor.infer`, with the shift of the model's own query cells (cached)."""
         self._check_if_trained(warn=False)
         own = None
-        if with_p and remove_shift and self.adata is not None:
+        if with_p and self.reference_ is None:
+            warnings.warn(
+                "This model was saved without its reference cells (reference_cells='none'): "
+                "p_theta cannot place cells among them, so these labels come from q_phi and "
+                "novelty is not measured.",
+                UserWarning,
+                stacklevel=3,
+            )
+        elif with_p and remove_shift and self.adata is not None:
             if self._own_query_cache is _UNSET:
                 self._own_query_cache = self._predictor().own_query(self._cells(None))
             own = self._own_query_cache

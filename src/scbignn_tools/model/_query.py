@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from scbignn_tools.data import align_genes
 
 from ._anndata import Setup, read_cells
-from ._io import SavedModel, read_saved
-from ._utils import pad_and_sort, reference_var_names
+from ._format import SavedModel, read_folder
+from ._utils import pad_and_sort
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -115,11 +115,8 @@ def _saved(reference) -> SavedModel:
 
     if isinstance(reference, SCBiGNN):
         reference._check_if_trained(warn=False)
-        attributes = {
-            k: (v if k == "reference_" else copy.deepcopy(v))  # the graph's arrays are read-only
-            for k, v in vars(reference).items()
-            if k.endswith("_") and not k.startswith("_")
-        }
-        state = {k: v.detach().cpu().clone() for k, v in reference.module.state_dict().items()}
-        return SavedModel(attributes, reference_var_names(reference.registry_), state)
-    return read_saved(reference)
+        saved = reference._to_saved()
+        for key in ("registry_", "init_params_", "history_"):  # the graph's arrays are read-only
+            saved.attributes[key] = copy.deepcopy(saved.attributes[key])
+        return saved
+    return read_folder(reference)
