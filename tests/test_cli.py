@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -117,3 +118,68 @@ def test_train_passes_class_balance_on(tiny, tmp_path, monkeypatch):
     assert _cli.main([*common, "--n-top-genes", "100"]) == 0
     assert seen[0]["class_balance"] == 0.0
     assert "class_balance" not in seen[1]  # the model's default
+
+
+def _no_work(monkeypatch):
+    """Fail the test if the command reads data or trains before refusing."""
+    import anndata as ad
+
+    from scbignn_tools.model import SCBiGNN
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("work started before the arguments were checked")
+
+    monkeypatch.setattr(ad, "read_h5ad", refuse)
+    monkeypatch.setattr(SCBiGNN, "train", refuse)
+
+
+def test_cli_refuses_bad_arguments_before_any_work(tiny, tmp_path, monkeypatch, capsys):
+    import pytest
+
+    from scbignn_tools import _cli
+    from scbignn_tools.model import SCBiGNN
+
+    SCBiGNN.setup_anndata(tiny, labels_key="labels", unlabeled_category="Unknown")
+    model = SCBiGNN(tiny, n_top_genes=50, n_features=8, n_hidden=8, gene_layers=1)
+    model.train(n_em_iterations=1, pretrain_epochs=1, q_epochs=1, p_epochs=2, progress_bar=False)
+    model.save(tmp_path / "model")
+    tiny.write_h5ad(tmp_path / "ref.h5ad")
+    (tmp_path / "notes.txt").write_text("not h5ad")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    _no_work(monkeypatch)
+    ref, model_dir = str(tmp_path / "ref.h5ad"), str(tmp_path / "model")
+    train = ["train", ref, "--labels-key", "labels", "--out"]
+    annotate = ["annotate", ref, "--model", model_dir, "--out"]
+    cases = [
+        (["train", str(tmp_path / "no.h5ad"), "--labels-key", "l", "--out", "m"], "does not exist"),
+        (["train", str(tmp_path / "notes.txt"), "--labels-key", "l", "--out", "m"], "not an .h5ad"),
+        ([*train, str(tmp_path / "full")], "already exists and is not empty; pass --overwrite"),
+        ([*train, str(tmp_path / "notes.txt")], "is a file"),
+        ([*train, "m", "--n-top-genes", "0"], "--n-top-genes must be at least 1"),
+        ([*train, "m", "--em-iterations", "0"], "--em-iterations must be at least 1"),
+        ([*train, "m", "--class-balance", "-1"], "--class-balance must be at least 0"),
+        ([*annotate, "a.h5ad", "--unknown-threshold", "2"], "--unknown-threshold must be"),
+        ([*annotate, "a.h5ad", "--novelty-threshold", "1.5"], "--novelty-threshold must be"),
+        ([*annotate, "a.csv"], "must end in .h5ad"),
+        (["annotate", ref, "--model", str(tmp_path), "--out", "a.h5ad"], "holds no saved model"),
+        (["annotate", ref, "--model", str(tmp_path / "nothing"), "--out", "a.h5ad"], "no saved"),
+    ]
+    if os.geteuid() != 0:  # root writes anywhere
+        cases.append(([*annotate, str(locked / "sub" / "a.h5ad")], "is not writable"))
+    for argv, message in cases:
+        assert _cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err, (argv, err)
+        assert "Traceback" not in err
+    with pytest.raises(SystemExit):
+        _cli.main(["--version"])
+    assert capsys.readouterr().out.strip() == _cli_version()
+
+
+def _cli_version() -> str:
+    from importlib.metadata import version
+
+    return version("scbignn-tools")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -90,18 +91,90 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _check_h5ad(path: str) -> None:
+    """Refuse a path that is not a readable h5ad file, before any work."""
+    file = Path(path)
+    if not file.exists():
+        raise FileNotFoundError(f"{path} does not exist.")
+    if not file.is_file():
+        raise ValueError(f"{path} is a folder, not an .h5ad file.")
+    with open(file, "rb") as handle:
+        if handle.read(8) != HDF5_SIGNATURE:
+            raise ValueError(
+                f"{path} is not an .h5ad file (not HDF5). Write it with adata.write_h5ad(...)."
+            )
+
+
+def _check_writable(path: str, what: str) -> None:
+    """Refuse an output path whose folder cannot be written, before any work."""
+    parent = Path(path).resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"Cannot write the {what} {path}: {parent} is not writable.")
+
+
+def _check_range(args, name: str, low: float | None = None, high: float | None = None) -> None:
+    value = getattr(args, name)
+    if value is None:
+        return
+    flag = "--" + name.replace("_", "-")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise ValueError(f"{flag} must be {bounds}, not {value}.")
+
+
 def _read(path: str):
     import anndata as ad
 
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path} does not exist.")
+    _check_h5ad(path)
     return ad.read_h5ad(path)
+
+
+def check_train(args: argparse.Namespace) -> None:
+    """Every argument of ``scbignn train`` that can be checked before reading the data."""
+    _check_h5ad(args.reference)
+    for name, low in (("n_top_genes", 1), ("em_iterations", 1), ("pretrain_epochs", 0)):
+        _check_range(args, name, low)
+    _check_range(args, "class_balance", 0.0)
+    _check_range(args, "batch_size", 1)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; give a folder to save the model to.")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise ValueError(
+            f"--out {args.out} already exists and is not empty; pass --overwrite to replace the "
+            "model in it, or choose another folder."
+        )
+    _check_writable(args.out, "model folder")
+
+
+def check_annotate(args: argparse.Namespace) -> None:
+    """Every argument of ``scbignn annotate`` that can be checked before reading the data."""
+    from scbignn_tools.model import SCBiGNN
+
+    _check_h5ad(args.query)
+    SCBiGNN.load_registry(args.model)  # a safe model folder, or a clear error
+    _check_range(args, "unknown_threshold", None, 1.0)
+    _check_range(args, "novelty_threshold", None, 1.0)
+    _check_range(args, "em_iterations", 1)
+    if Path(args.out).suffix != ".h5ad":
+        raise ValueError(f"--out {args.out} must end in .h5ad.")
+    if Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a folder; give the .h5ad file to write.")
+    _check_writable(args.out, "output")
+    if args.csv is not None:
+        _check_writable(args.csv, "CSV")
 
 
 def train(args: argparse.Namespace) -> int:
     """Train a model on a labelled reference and save it."""
     from scbignn_tools.model import SCBiGNN
 
+    check_train(args)
     adata = _read(args.reference)
     SCBiGNN.setup_anndata(
         adata,
@@ -113,7 +186,14 @@ def train(args: argparse.Namespace) -> int:
     model = SCBiGNN(adata, n_top_genes=args.n_top_genes, seed=args.seed)
     print(model)
     extra = {} if args.class_balance is None else {"class_balance": args.class_balance}
-    model.train(n_em_iterations=args.em_iterations, pretrain_epochs=args.pretrain_epochs, **extra)
+    model.train(
+        n_em_iterations=args.em_iterations,
+        pretrain_epochs=args.pretrain_epochs,
+        batch_size=args.batch_size,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        **extra,
+    )
     model.save(args.out, overwrite=args.overwrite)
     cal = model.calibration_
     if cal.ece_p_after is not None:
@@ -129,10 +209,13 @@ def annotate(args: argparse.Namespace) -> int:
     """Annotate a query with a saved model, inductively or by further EM (transductive)."""
     from scbignn_tools.model import SCBiGNN
 
+    check_annotate(args)
     query = _read(args.query)
-    model = SCBiGNN.load_query_data(query, args.model)
+    model = SCBiGNN.load_query_data(query, args.model, args.accelerator, args.devices)
     if args.mode == "transductive":
-        model.train(n_em_iterations=args.em_iterations)
+        model.train(
+            n_em_iterations=args.em_iterations, accelerator=args.accelerator, devices=args.devices
+        )
     result = model.get_annotation(
         unknown_threshold=None if args.unknown_threshold < 0 else args.unknown_threshold,
         novelty_threshold=None if args.novelty_threshold < 0 else args.novelty_threshold,
@@ -148,44 +231,79 @@ def annotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _devices(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def _add_device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--accelerator", default="auto", help="'auto', 'cpu', 'gpu'..., as in scvi-tools"
+    )
+    p.add_argument("--devices", type=_devices, default="auto", help="device index or 'auto'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``scbignn``."""
-    parser = argparse.ArgumentParser(prog="scbignn", description="scBiGNN cell type annotation.")
+    from importlib.metadata import version
+
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="scbignn", description="scBiGNN cell type annotation.", formatter_class=fmt
+    )
+    parser.add_argument("--version", action="version", version=version("scbignn-tools"))
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="train on scanpy's pbmc68k_reduced and report accuracy")
+    p = sub.add_parser(
+        "demo", help="train on scanpy's pbmc68k_reduced and report accuracy", formatter_class=fmt
+    )
     p.add_argument("--out", default="results", help="output folder")
     p.add_argument("--hidden", type=float, default=0.2, help="share of labels hidden")
     p.add_argument("--quick", action="store_true", help="a few epochs only (for tests)")
     p.add_argument("--no-figure", action="store_true", help="skip the UMAP figure")
     p.set_defaults(func=demo)
 
-    p = sub.add_parser("train", help="train a model on a labelled reference .h5ad and save it")
+    p = sub.add_parser(
+        "train", help="train a model on a labelled reference .h5ad and save it", formatter_class=fmt
+    )
     p.add_argument("reference", help="reference .h5ad")
     p.add_argument("--labels-key", required=True, help="obs column with the cell types")
     p.add_argument("--unlabeled-category", default="Unknown", help="label of cells without a type")
-    p.add_argument("--layer", default=None, help="layer with the counts (default: X)")
-    p.add_argument("--data-format", choices=["counts", "log1p"], default="counts")
-    p.add_argument("--n-top-genes", type=int, default=2000)
-    p.add_argument("--em-iterations", type=int, default=3)
-    p.add_argument("--pretrain-epochs", type=int, default=None)
+    p.add_argument("--layer", default=None, help="layer with the counts (None: X)")
+    p.add_argument(
+        "--data-format",
+        choices=["counts", "log1p"],
+        default="counts",
+        help="raw counts, or normalize_total + log1p values",
+    )
+    p.add_argument("--n-top-genes", type=int, default=2000, help="number of model genes")
+    p.add_argument("--em-iterations", type=int, default=3, help="EM iterations")
+    p.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=None,
+        help="q_phi epochs before EM (None: 30 for a new model)",
+    )
     p.add_argument(
         "--class-balance",
         type=float,
         default=None,
-        help="exponent of the class weights (default: the model's, 0.5); 0 for a reference "
+        help="exponent of the class weights (None: the model's, 0.5); 0 for a reference "
         "that will annotate strongly shifted queries inductively (docs/method.md)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64, help="cells per q_phi minibatch")
+    p.add_argument("--seed", type=int, default=0, help="seed of all randomness")
     p.add_argument("--out", required=True, help="folder to save the model to")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace a model in --out")
+    _add_device_options(p)
     p.set_defaults(func=train)
 
-    p = sub.add_parser("annotate", help="annotate a query .h5ad with a saved model")
+    p = sub.add_parser(
+        "annotate", help="annotate a query .h5ad with a saved model", formatter_class=fmt
+    )
     p.add_argument("query", help="query .h5ad (same kind of values as the reference)")
     p.add_argument("--model", required=True, help="folder of a model saved by `scbignn train`")
     p.add_argument("--out", required=True, help="annotated .h5ad to write")
     p.add_argument(
-        "--csv", default=None, help="CSV of labels and confidences (default: next to --out)"
+        "--csv", default=None, help="CSV of labels and probabilities (None: next to --out)"
     )
     p.add_argument(
         "--mode",
@@ -201,17 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--unknown-threshold",
         type=float,
         default=0.5,
-        help="confidence below which a cell is 'Unknown' (negative: never)",
+        help="confidence below which a cell is 'Unknown', at most 1 (negative: never)",
     )
     p.add_argument(
         "--novelty-threshold",
         type=float,
         default=0.999,
-        help="novelty (distance to the reference, 0 to 1) above which a cell is 'Unknown' "
-        "(negative: never)",
+        help="novelty (distance to the reference, 0 to 1) above which a cell is 'Unknown', "
+        "at most 1 (negative: never)",
     )
-    p.add_argument("--key-added", default="scbignn")
+    p.add_argument("--key-added", default="scbignn", help="prefix of the keys written")
     p.add_argument("--no-importance", action="store_true", help="skip the gene importances")
+    _add_device_options(p)
     p.set_defaults(func=annotate)
     return parser
 
@@ -221,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (KeyError, ValueError, FileNotFoundError) as err:
+    except (KeyError, ValueError, OSError) as err:
         print(f"scbignn {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -260,6 +260,17 @@ def check_setup(adata, labels_key, unlabeled_category, layer, data_format, kwarg
 
 def _check_unlabeled_category(labels: pd.Series, key: str, unlabeled_category) -> None:
     """Refuse an unlabelled category that the data spell otherwise; say when no cell has it."""
+    numeric = pd.api.types.is_numeric_dtype(labels) or (
+        isinstance(labels.dtype, pd.CategoricalDtype)
+        and pd.api.types.is_numeric_dtype(labels.cat.categories)
+    )
+    if numeric and isinstance(unlabeled_category, str):
+        raise ValueError(
+            f"obs[{key!r}] holds numbers ({labels.dtype}) but unlabeled_category is the text "
+            f"{unlabeled_category!r}. Make the labels text first: adata.obs[{key!r}] = "
+            f"adata.obs[{key!r}].astype(str), with {unlabeled_category!r} for the cells to "
+            "annotate."
+        )
     values = labels.astype(str)
     if (values == str(unlabeled_category)).any():
         return

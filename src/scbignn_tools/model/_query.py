@@ -102,7 +102,7 @@ class QueryMixin:
             raise ValueError("The query AnnData has no cells; there is nothing to annotate.")
         align_genes(setup.rna(adata).var_names, saved.genes)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # align_genes warned once above
+            warnings.filterwarnings("ignore", "(?s).*missing from the data", UserWarning)
             read_cells(adata, setup, saved.genes)  # refuses bad data before any work
         model = cls._from_saved(saved, None, accelerator, device)
         model._adata = adata  # not registered: the caller's object stays as it is
