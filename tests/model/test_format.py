@@ -222,3 +222,36 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return torch.equal(a, b)
+
+
+@pytest.mark.parametrize(("where", "call"), [("fit_p", 2), ("fit_q", 3)])
+def test_an_interrupted_run_resumes_from_its_checkpoint(tiny, tmp_path, monkeypatch, where, call):
+    # two EM iterations: pretrain, M1, E1, M2, E2; interrupted inside M2 or E2
+    kw = {**FAST, "n_em_iterations": 2, "progress_bar": False, "validation_size": 0.2}
+    SCBiGNN.setup_anndata(tiny, labels_key="labels", unlabeled_category="Unknown")
+    whole = SCBiGNN(tiny, **SMALL)
+    whole.train(**kw)
+    model = SCBiGNN(tiny, **SMALL)
+    ckpt = tmp_path / "run.ckpt"
+    original = getattr(EMTrainer, where)
+    calls = []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(EMTrainer, where, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model.train(checkpoint_path=ckpt, **kw)
+    assert not model.is_trained_ and ckpt.exists()
+    monkeypatch.setattr(EMTrainer, where, original)
+    model.train(checkpoint_path=ckpt, resume=True, **kw)
+    pd.testing.assert_frame_equal(model.history_, whole.history_)
+    np.testing.assert_array_equal(
+        model.predict(soft=True).to_numpy(), whole.predict(soft=True).to_numpy()
+    )
+    other = SCBiGNN(tiny, **SMALL)
+    with pytest.raises(ValueError, match="another training run"):
+        other.train(checkpoint_path=ckpt, resume=True, **{**kw, "lr_q": 1e-3})

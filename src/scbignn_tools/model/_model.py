@@ -3,7 +3,6 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
-from dataclasses import fields
 from typing import Literal
 
 import numpy as np
@@ -14,38 +13,27 @@ from mudata import MuData
 from scvi import REGISTRY_KEYS
 from scvi.model.base import BaseModelClass
 
-from scbignn_tools.data import DataFormat, GeneSets, log_normalize, model_input, select_genes
-from scbignn_tools.graph import ReferenceGraph, expression_basis, graph_coords, knn_graph
-from scbignn_tools.graph import row_normalized_adjacency as normalized
+from scbignn_tools.data import DataFormat, log_normalize, model_input, select_genes
+from scbignn_tools.graph import ReferenceGraph
 from scbignn_tools.module import (
-    PseudoLabels,
     SCBiGNNModule,
     importance_table,
-    p_inference,
-    q_inference,
 )
 from scbignn_tools.train import (
     Calibration,
-    EMConfig,
-    EMData,
-    EMTrainer,
-    calibrate,
-    validation_split,
 )
 
-from ._anndata import Cells, Setup, SetupMixin, check_training_labels, read_cells
+from ._anndata import Cells, Setup, SetupMixin, read_cells
 from ._annotate import AnnotateMixin
-from ._inference import Predictor, standardize
+from ._inference import Predictor
 from ._io import SaveLoadMixin
 from ._query import QueryMixin
-from ._utils import resolve_device
+from ._training import TrainingMixin
 
 logger = logging.getLogger(__name__)
 
-_EM = EMConfig()  # train()'s defaults
 
-
-class SCBiGNN(SetupMixin, AnnotateMixin, QueryMixin, SaveLoadMixin, BaseModelClass):
+class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixin, BaseModelClass):
     """scBiGNN: bilevel gene- and cell-level GNNs for cell type annotation (Yang et al., 2023).
 
     q_phi, a gene-level GNN, learns each cell's representation ``h`` by self-attention among the
@@ -189,191 +177,6 @@ class SCBiGNN(SetupMixin, AnnotateMixin, QueryMixin, SaveLoadMixin, BaseModelCla
         self.reference_: ReferenceGraph | None = None
         self._clear_caches()
         self.init_params_ = self._get_init_params(locals())
-
-    # ------------------------------------------------------------------ training
-    def train(
-        self,
-        n_em_iterations: int = _EM.n_em_iterations,
-        pretrain_epochs: int | None = _EM.pretrain_epochs,
-        q_epochs: int = _EM.q_epochs,
-        p_epochs: int = _EM.p_epochs,
-        lr_q: float = _EM.lr_q,
-        lr_p: float = _EM.lr_p,
-        weight_decay: float = _EM.weight_decay,
-        batch_size: int = _EM.batch_size,
-        max_genes: int | None = _EM.max_genes,
-        beta: float = _EM.beta,
-        pseudo_labels: PseudoLabels = _EM.pseudo_labels,
-        pseudo_label_threshold: float = _EM.pseudo_label_threshold,
-        class_balance: float = _EM.class_balance,
-        knn_method: Literal["auto", "exact", "pynndescent"] = _EM.knn_method,
-        validation_size: float = 0.1,
-        accelerator: str = "auto",
-        devices: int | str = "auto",
-        progress_bar: bool = True,
-    ) -> None:
-        """Pre-train q_phi on the labelled cells, then run EM (paper section 3.5).
-
-        Each EM iteration has an M-step (p_theta learns from true labels and from the
-        pseudo-labels of q_phi that reach ``pseudo_label_threshold``, Eq. 9; with
-        ``cell_graph="q"`` its kNN graph is first rebuilt from q_phi's ``h``) and an E-step (q_phi
-        learns from true labels and pseudo-labels drawn from p_theta, Eqs. 6 and 7). The losses
-        and held-out validation accuracy of every epoch go to :attr:`history_`.
-
-        A trained model trains further on the cells of its graph and its AnnData's cells not in
-        the graph: for a query model (:meth:`load_query_data`) this is the paper's transductive
-        setting, with the query cells as unlabelled cells beside the reference cells.
-
-        Parameters
-        ----------
-        n_em_iterations
-            Number of EM iterations (the paper: 3).
-        pretrain_epochs
-            Epochs of q_phi on the labelled cells before EM; ``None`` is 30 for an untrained
-            model and 0 for a trained one (such as a query model), whose q_phi is trained.
-        q_epochs
-            Epochs of q_phi in each E-step.
-        p_epochs
-            Full-graph steps of p_theta in each M-step.
-        lr_q
-            Peak learning rate of q_phi (AdamW; one warm-up and cosine decay over pre-training
-            and all E-steps).
-        lr_p
-            Peak learning rate of p_theta (warm-up and cosine decay in each M-step).
-        weight_decay
-            AdamW weight decay of both GNNs.
-        batch_size
-            Cells per q_phi minibatch.
-        max_genes
-            In training, cells with more non-zero model genes attend among a random subset of
-            this many (drawn anew each batch), which bounds the quadratic cost of attention;
-            prediction always uses every gene. ``None`` uses every gene in training too.
-        beta
-            Weight of the labelled cells' loss against the pseudo-labelled ones (Eq. 7).
-        pseudo_labels
-            ``"argmax"``, ``"sample"`` (the paper: a new draw every epoch) or ``"soft"``
-            pseudo-labels. On BaronMouse, sampling lowered q_phi's validation accuracy in the
-            E-steps (0.974 after pre-training, 0.947 after the first E-step); argmax kept it.
-        pseudo_label_threshold
-            In the M-step, unlabelled cells count only where q_phi gives their pseudo-label at
-            least this probability (the paper: 0, every cell). With every cell, p_theta learned
-            to repeat q_phi and never corrected it (``docs/method.md``).
-        class_balance
-            Exponent of the class weights ``(n / (C n_c)) ** class_balance`` on every loss term
-            (:func:`~scbignn_tools.module.class_weights`): 0 weighs every cell alike, 1 makes
-            each cell type count as much as any other. 0.5 raised the 5-fold cross-validation
-            accuracy on all three datasets, but for inductive annotation of a strongly shifted
-            query (Kang CTRL to STIM) 0 did better, 0.921 against 0.902 (``docs/method.md``).
-        knn_method
-            ``"exact"`` (sklearn), ``"pynndescent"`` or ``"auto"`` (exact up to 50,000 cells).
-        validation_size
-            Share of the labelled cells held out (their labels hidden) to measure accuracy and
-            fit the calibration.
-        accelerator
-            ``"auto"``, ``"cpu"``, ``"gpu"``..., as in scvi-tools.
-        devices
-            Device(s) to use, as in scvi-tools; training uses one.
-        progress_bar
-            Show a progress bar.
-        """
-        args = locals()
-        config = EMConfig(**{f.name: args[f.name] for f in fields(EMConfig)})
-        config = config.resolved(trained=self.is_trained_)
-        device = resolve_device(accelerator, devices)
-        before = self._snapshot()
-        try:
-            self._fit(config, validation_size, device, progress_bar)
-        except BaseException as err:  # also Ctrl-C: never a half-trained model
-            self._restore(before)
-            state = "as it was before" if self.is_trained_ else "untrained, as before"
-            err.add_note(f"SCBiGNN.train() did not finish: the model is {state} the call.")
-            raise
-
-    def _fit(self, config: EMConfig, validation_size: float, device, progress_bar: bool):
-        """The body of :meth:`train`: the EM run, then the frozen graph and the calibration."""
-        knn_method = config.knn_method
-        self.module.to(device)
-        cells = self._training_cells()
-        labels = cells.labels
-        validation = validation_split(labels, validation_size, self.seed)
-        train_labels = labels.copy()
-        train_labels[validation] = -1
-        x = standardize(self.module, cells.x)
-        basis = None
-        if self.cell_graph == "expression":
-            basis = (
-                self.reference_.basis
-                if self.reference_ is not None
-                else expression_basis(x.cpu().numpy(), seed=self.seed)
-            )
-        coords = None if basis is None else graph_coords(x, None, basis)
-        sets = GeneSets(cells.x)
-        data = EMData(sets, x, train_labels, validation, labels[validation], coords)
-        torch.manual_seed(self.seed)
-        trainer = EMTrainer(
-            self.module, data, config, device, self.seed, progress_bar, self.n_neighbors
-        )
-        self.history_ = trainer.fit()
-        self.is_trained_ = True
-        self.module.eval()
-        # the final graph of p_theta, kept for prediction and for new cells (inductive mode)
-        logits_q, h = q_inference(self.module, sets, x, device=device)
-        coords = graph_coords(x, h, basis)
-        adj = trainer.graph  # the expression graph does not change with q_phi's h
-        if basis is None or adj is None:
-            adj = knn_graph(coords, self.n_neighbors, knn_method, self.seed)
-        logits_p, _ = p_inference(self.module, x, h, normalized(adj, device))
-        self.reference_ = ReferenceGraph(
-            x=cells.x,
-            h=h,
-            coords=coords,
-            basis=basis,
-            adj=adj,
-            labels=labels,
-            obs_names=cells.names,
-            n_neighbors=self.n_neighbors,
-            knn_method=knn_method,
-            seed=self.seed,
-        )
-        self.calibration_ = calibrate(
-            logits_q[validation], logits_p[validation], labels[validation]
-        )
-        self._clear_caches()
-
-    def _snapshot(self) -> dict:
-        """What :meth:`train` changes, copied, to restore if it does not finish."""
-        state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
-        keys = ("is_trained_", "history_", "calibration_", "reference_")
-        return {
-            "state": state,
-            "device": self.device,
-            "attributes": {k: getattr(self, k) for k in keys},
-        }
-
-    def _restore(self, snapshot: dict) -> None:
-        self.module.load_state_dict(snapshot["state"])
-        self.module.to(snapshot["device"])
-        for key, value in snapshot["attributes"].items():
-            setattr(self, key, value)
-        self._clear_caches()
-
-    def _training_cells(self) -> Cells:
-        """The cells to train on: the graph's, then the AnnData's cells not in the graph."""
-        if self.adata is None:
-            raise ValueError("This model has no AnnData to train on; load it with one.")
-        own = self._cells(None)
-        if self.reference_ is None:
-            if self.is_trained_:
-                raise ValueError(
-                    "This model was saved without its reference cells (reference_cells='none'), "
-                    "so it cannot train further beside them; annotate inductively, or train a "
-                    "new model on the reference."
-                )
-            check_training_labels(own.labels, self._setup)
-            return own
-        ref = self.reference_
-        new = own.subset(np.flatnonzero(ref.contains(own.names, own.x) < 0))
-        return Cells.concat(Cells(ref.obs_names, ref.x, ref.labels), new)
 
     # ------------------------------------------------------------------ outputs
     def predict(

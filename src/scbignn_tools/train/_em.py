@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import os
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -92,6 +93,7 @@ class EMTrainer:
         self.n_cells = len(data.sets)
         self._bar = None
         self._adj = None  # p_theta's graph, kept across M-steps when it does not depend on q
+        self._graph_seed: int | None = None  # the seed it was built with
         self.graph = None  # the last kNN graph (scipy), for the caller to keep
         self._class_weight = None
         if config.class_balance:
@@ -140,12 +142,7 @@ class EMTrainer:
         pseudo-label reaches ``pseudo_label_threshold``.
         """
         cfg, data, p = self.config, self.data, self.module.p
-        coords = h if data.graph_coords is None else data.graph_coords
-        if self._adj is None or data.graph_coords is None:
-            seed = int(self.rng.integers(2**31))
-            self.graph = knn_graph(coords, self.n_neighbors, cfg.knn_method, seed)
-            self._adj = row_normalized_adjacency(self.graph, self.device)
-        adj = self._adj
+        adj = self._graph_for(h)
         weights = torch.as_tensor(
             confident_weights(target_probs, data.labels, cfg.pseudo_label_threshold),
             device=self.device,
@@ -179,11 +176,33 @@ class EMTrainer:
         return adj
 
     # --- the loop ------------------------------------------------------------------------
-    def fit(self) -> pd.DataFrame:
+    def _graph_for(self, h: np.ndarray, seed: int | None = None) -> torch.Tensor:
+        """p_theta's graph: on ``data.graph_coords`` (built once) or on q's ``h`` (each M-step)."""
+        coords = h if self.data.graph_coords is None else self.data.graph_coords
+        if self._adj is None or self.data.graph_coords is None:
+            self._graph_seed = int(self.rng.integers(2**31)) if seed is None else seed
+            self.graph = knn_graph(
+                coords, self.n_neighbors, self.config.knn_method, self._graph_seed
+            )
+            self._adj = row_normalized_adjacency(self.graph, self.device)
+        return self._adj
+
+    # --- the loop ------------------------------------------------------------------------
+    def phases(self) -> list[tuple[str, int]]:
+        """``("pretrain", 0)``, then ``("M", i)`` and ``("E", i)`` for each EM iteration."""
+        its = range(1, self.config.n_em_iterations + 1)
+        return [("pretrain", 0)] + [(stage, it) for it in its for stage in ("M", "E")]
+
+    def fit(
+        self, checkpoint: str | os.PathLike | None = None, resume: bool = False
+    ) -> pd.DataFrame:
         """Run pre-training and the EM iterations; returns the history.
 
         q_phi keeps one optimiser through pre-training and all E-steps, with one warm-up and
         cosine decay over all of them, so E-steps fine-tune q_phi at a falling learning rate.
+        With ``checkpoint``, the state after every phase is written there (tensors and plain
+        values, read back with ``torch.load(weights_only=True)``); with ``resume``, a run
+        continues from that file when it exists and gives what the uninterrupted run gives.
         """
         cfg = self.config
         n_labelled = int((self.data.labels >= 0).sum())
@@ -194,18 +213,87 @@ class EMTrainer:
             self.module.q.parameters(), lr=cfg.lr_q, weight_decay=cfg.weight_decay
         )
         self._q_optim = (opt, _schedule(opt, max(q_steps, 1)))
-        total = cfg.pretrain_epochs + cfg.n_em_iterations * (1 + cfg.q_epochs)
-        with tqdm(total=total, disable=not self.progress_bar, desc="scBiGNN", unit="epoch") as bar:
+        phases = self.phases()
+        done = (
+            self._resume(checkpoint) if resume and checkpoint and os.path.exists(checkpoint) else 0
+        )
+        ticks = {"pretrain": cfg.pretrain_epochs, "M": 1, "E": cfg.q_epochs}
+        total = sum(ticks[stage] for stage, _ in phases)
+        initial = sum(ticks[stage] for stage, _ in phases[:done])
+        bar = tqdm(
+            total=total,
+            initial=initial,
+            disable=not self.progress_bar,
+            desc="scBiGNN",
+            unit="epoch",
+        )
+        with bar:
             self._bar = bar
-            self.fit_q("pretrain", 0, cfg.pretrain_epochs, None)
-            for it in range(1, cfg.n_em_iterations + 1):
-                logits_q, h = q_inference(
-                    self.module, self.data.sets, self.data.x, device=self.device
-                )
-                adj = self.fit_p("M", it, h, softmax(logits_q))  # M-step: q fixed, p learns
-                logits_p, _ = p_inference(self.module, self.data.x, h, adj)
-                self.fit_q("E", it, cfg.q_epochs, softmax(logits_p))  # E-step: p fixed, q learns
+            h = None
+            for index in range(done, len(phases)):
+                stage, it = phases[index]
+                if stage == "pretrain":
+                    self.fit_q("pretrain", 0, cfg.pretrain_epochs, None)
+                    continue
+                if h is None:  # q_phi is fixed from the M-step to the E-step
+                    logits_q, h = q_inference(
+                        self.module, self.data.sets, self.data.x, device=self.device
+                    )
+                if stage == "M":  # M-step: q fixed, p learns
+                    self.fit_p("M", it, h, softmax(logits_q))
+                else:  # E-step: p fixed, q learns, on the M-step's graph
+                    logits_p, _ = p_inference(self.module, self.data.x, h, self._adj)
+                    self.fit_q("E", it, cfg.q_epochs, softmax(logits_p))
+                    h = None
+                if checkpoint is not None:
+                    self._save(checkpoint, index + 1)
         return pd.DataFrame(self.data.history)
+
+    def _save(self, path: str | os.PathLike, done: int) -> None:
+        """Write the state after ``done`` phases to ``path`` (replaced atomically)."""
+        opt, sched = self._q_optim
+        state = {
+            "done": done,
+            "n_cells": self.n_cells,
+            "config": asdict(self.config),
+            "module": self.module.state_dict(),
+            "q_optimizer": opt.state_dict(),
+            "q_scheduler": sched.state_dict(),
+            "numpy_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "history": self.data.history,
+            "graph_seed": self._graph_seed,
+        }
+        tmp = f"{path}.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def _resume(self, path: str | os.PathLike) -> int:
+        """Restore the state of a checkpoint; returns the number of phases it had finished."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state["n_cells"] != self.n_cells or state["config"] != asdict(self.config):
+            raise ValueError(
+                f"The checkpoint {path} is of another training run (other cells or settings); "
+                "delete it or pass resume=False."
+            )
+        self.module.load_state_dict(state["module"])
+        opt, sched = self._q_optim
+        opt.load_state_dict(state["q_optimizer"])
+        sched.load_state_dict(state["q_scheduler"])
+        self.rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        self.data.history[:] = state["history"]
+        done = state["done"]
+        phases = self.phases()
+        seed = state["graph_seed"]
+        if seed is not None and (
+            self.data.graph_coords is not None or (done < len(phases) and phases[done][0] == "E")
+        ):  # the graph the uninterrupted run holds at this point
+            h = None
+            if self.data.graph_coords is None:
+                _, h = q_inference(self.module, self.data.sets, self.data.x, device=self.device)
+            self._graph_for(h, seed)
+        return done
 
     def _validate_q(self) -> float | None:
         if not len(self.data.validation):
