@@ -261,6 +261,7 @@ class EMTrainer:
             "q_scheduler": sched.state_dict(),
             "numpy_rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "history": self.data.history,
             "graph_seed": self._graph_seed,
         }
@@ -282,6 +283,8 @@ class EMTrainer:
         sched.load_state_dict(state["q_scheduler"])
         self.rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.data.history[:] = state["history"]
         done = state["done"]
         phases = self.phases()
