@@ -65,7 +65,11 @@ def test_annotate_writes_documented_keys_only(tiny):
         "scbignn_q",
     }
     assert set(out.obsm) - set(before.obsm) == {"X_scbignn", "scbignn_probabilities"}
-    assert list(out.varm) == ["scbignn_importance"] and "scbignn" in out.uns
+    assert list(out.varm) == ["scbignn_importance"]
+    assert set(out.uns) - set(before.uns) == {"scbignn", "scbignn_colors"}
+    # scanpy's plots colour "Unknown" light grey and every type alike in every plot
+    colors = dict(zip(out.obs["scbignn"].cat.categories, out.uns["scbignn_colors"], strict=True))
+    assert colors["Unknown"] == "#d3d3d3" and len(set(colors.values())) == len(colors)
     conf = out.obs["scbignn_confidence"].to_numpy()
     assert np.all((conf > 0) & (conf <= 1))
     imp = out.var["scbignn_importance"]

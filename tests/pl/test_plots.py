@@ -91,3 +91,21 @@ def test_gene_importance_shows_each_types_top_genes(annotated):
     del adata.varm["scbignn_importance"]
     with pytest.raises(KeyError, match="gene_importance=True"):
         pl.top_genes(adata)
+
+
+def test_plots_save_as_scanpy_does(annotated, tmp_path):
+    import scanpy as sc
+
+    model, adata = annotated
+    figdir = sc.settings.figdir
+    sc.settings.figdir = tmp_path
+    try:
+        pl.em_history(model, show=False, save="_tiny.pdf")
+        pl.reliability(adata, "cell_type", show=False, save=True)
+        pl.gene_importance(adata, show=False, save="_tiny.png")
+    finally:
+        sc.settings.figdir = figdir
+    names = sorted(p.name for p in tmp_path.iterdir())
+    ext = sc.settings.file_format_figs
+    assert names == sorted(["em_history_tiny.pdf", f"reliability.{ext}", "dotplot__tiny.png"])
+    assert all(p.stat().st_size > 1000 for p in tmp_path.iterdir())

@@ -184,6 +184,9 @@ class AnnotationResult:
             Gene importance per predicted type, columns as in ``uns[key_added]["classes"]``.
             Arrays rather than DataFrames, because cell type names may contain ``/``, which
             h5ad files do not allow in column names.
+        ``uns[f"{key_added}_colors"]``
+            A colour per category of ``obs[key_added]``, as scanpy's plots read them; rejected
+            cells are light grey.
         ``uns[key_added]``
             The classes and the settings of the call (a threshold that is off is NaN).
         """
@@ -201,6 +204,7 @@ class AnnotationResult:
             rna.varm[f"{key_added}_importance"] = self.importance_per_type.reindex(
                 index=rna.var_names, columns=self.classes
             ).to_numpy()
+        rna.uns[f"{key_added}_colors"] = _colors(list(self.labels.categories), self.classes)
         rna.uns[key_added] = {"classes": list(self.classes), **self.settings}
         if isinstance(target, MuData):
             target.update()
@@ -222,3 +226,25 @@ class AnnotationResult:
                 "annotated cells; write the result into the AnnData that was annotated."
             )
         return rows
+
+
+UNKNOWN_COLOR = "#d3d3d3"  # light grey
+
+
+def _colors(categories: list[str], classes: list[str]) -> list[str]:
+    """The default colours of scanpy for the cell types, light grey for rejected cells."""
+    from matplotlib import rcParams
+    from scanpy.plotting import palettes
+
+    n = len(classes)
+    cycle = rcParams["axes.prop_cycle"].by_key()["color"]
+    if len(cycle) >= n:
+        palette = cycle
+    elif n <= 20:
+        palette = palettes.default_20
+    elif n <= 28:
+        palette = palettes.default_28
+    else:
+        palette = [*palettes.default_102, *["#808080"] * n]
+    of_type = dict(zip(classes, palette[:n], strict=True))
+    return [of_type.get(c, UNKNOWN_COLOR) for c in categories]

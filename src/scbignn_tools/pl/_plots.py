@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -25,13 +26,27 @@ def _axes(ax: Axes | None, ncols: int = 1, width: float = 4.0):
     return axes[0]
 
 
-def _show(axes, show: bool | None):
+def _show(axes, show: bool | None, save: bool | str | None, writekey: str):
+    """Save (as scanpy does: into ``sc.settings.figdir``) and show the figure of ``axes``."""
     import matplotlib.pyplot as plt
     import scanpy as sc
 
+    save = sc.settings.autosave if save is None else save
+    if save:
+        suffix, ext = (save, None) if isinstance(save, str) else ("", None)
+        for candidate in (".png", ".pdf", ".svg"):
+            if suffix.endswith(candidate):
+                suffix, ext = suffix[: -len(candidate)], candidate[1:]
+        path = (
+            Path(sc.settings.figdir) / f"{writekey}{suffix}.{ext or sc.settings.file_format_figs}"
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.atleast_1d(axes)[0].figure.savefig(path, bbox_inches="tight")  # dpi: savefig.dpi
     if sc.settings.autoshow if show is None else show:
         plt.show()
         return None
+    if save:
+        plt.close(np.atleast_1d(axes)[0].figure)
     return axes
 
 
@@ -44,7 +59,13 @@ def _annotation(adata: AnnData, key: str) -> dict:
     return adata.uns[key]
 
 
-def em_history(model: SCBiGNN, *, ax: Axes | None = None, show: bool | None = None):
+def em_history(
+    model: SCBiGNN,
+    *,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: bool | str | None = None,
+):
     """Training loss and held-out accuracy of q_phi and p_theta over the EM iterations.
 
     The paper's Figure 1: q_phi's curve runs over its epochs (pre-training, then the
@@ -60,6 +81,9 @@ def em_history(model: SCBiGNN, *, ax: Axes | None = None, show: bool | None = No
         new ones if ``None``.
     show
         Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
+    save
+        As in scanpy: ``True`` or a file-name suffix (its extension chooses the format) saves
+        the figure into ``scanpy.settings.figdir``.
 
     Returns
     -------
@@ -91,7 +115,7 @@ def em_history(model: SCBiGNN, *, ax: Axes | None = None, show: bool | None = No
         a.set_xlabel("q_phi epoch (pre-training, then E-steps)")
         a.set_ylabel(label)
     axes[-1].legend(loc="best", fontsize=8)
-    return _show(axes, show)
+    return _show(axes, show, save, "em_history")
 
 
 def reliability(
@@ -102,6 +126,7 @@ def reliability(
     n_bins: int = 10,
     ax: Axes | None = None,
     show: bool | None = None,
+    save: bool | str | None = None,
 ):
     """Reliability diagram: does a confidence of 0.9 mean 90% of such cells are right?
 
@@ -122,6 +147,9 @@ def reliability(
         Axes to draw on; a new one if ``None``.
     show
         Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
+    save
+        As in scanpy: ``True`` or a file-name suffix (its extension chooses the format) saves
+        the figure into ``scanpy.settings.figdir``.
 
     Returns
     -------
@@ -152,7 +180,7 @@ def reliability(
     a.set_ylabel("accuracy")
     a.set_title(f"ECE {ece:.3f} on {int(count.sum())} cells")
     a.legend(loc="upper left", fontsize=8)
-    return _show(a, show)
+    return _show(a, show, save, "reliability")
 
 
 def top_genes(adata: AnnData, *, key: str = "scbignn", n_genes: int = 5) -> dict[str, list[str]]:
@@ -187,6 +215,7 @@ def gene_importance(
     layer: str | None = None,
     standard_scale: Literal["var", "group"] | None = "var",
     show: bool | None = None,
+    save: bool | str | None = None,
     **kwargs,
 ):
     """Dot plot of the top attention genes of each predicted type, across the predicted types.
@@ -207,6 +236,9 @@ def gene_importance(
         so that counts and log-normalised data read alike.
     show
         Show the figure; ``None`` follows ``scanpy.settings.autoshow``.
+    save
+        As in scanpy: ``True`` or a file-name suffix (its extension chooses the format) saves
+        the figure into ``scanpy.settings.figdir``.
     **kwargs
         Passed on to :func:`scanpy.pl.dotplot`.
 
@@ -227,5 +259,5 @@ def gene_importance(
         var=pd.DataFrame(index=names),
     )
     return sc.pl.dotplot(
-        small, genes, groupby=key, standard_scale=standard_scale, show=show, **kwargs
+        small, genes, groupby=key, standard_scale=standard_scale, show=show, save=save, **kwargs
     )
