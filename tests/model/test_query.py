@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from scbignn_tools.model import SCBiGNN
-from scbignn_tools.train import expected_calibration_error, fit_temperature
 
 FAST = {
     "n_em_iterations": 1,
@@ -29,19 +28,6 @@ def reference_and_query(tiny, tmp_path):
     model.train(validation_size=0.2, **FAST)
     model.save(tmp_path / "ref")
     return model, query, tmp_path / "ref"
-
-
-def test_temperature_scaling_fits_overconfident_logits():
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 3, 500)
-    logits = rng.normal(size=(500, 3))
-    logits[np.arange(500), labels] += 1.0
-    t = fit_temperature(logits * 10, labels)  # ten times too confident
-    assert 8 < t < 12
-    probs = lambda z: np.exp(z) / np.exp(z).sum(1, keepdims=True)
-    assert expected_calibration_error(probs(logits * 10 / t), labels) < expected_calibration_error(
-        probs(logits * 10), labels
-    )
 
 
 def test_model_records_calibration(reference_and_query):
