@@ -188,3 +188,11 @@ def test_bad_input_raises_clear_error(tiny, edit, error, match):
     with pytest.raises(error, match=match):
         SCBiGNN.setup_anndata(tiny, labels_key="labels", unlabeled_category="Unknown")
         SCBiGNN(tiny, **SMALL).train(**FAST)
+
+
+def test_inherited_methods_that_do_not_apply_say_what_to_use(tiny):
+    model = _trained(tiny)
+    with pytest.raises(NotImplementedError, match="get_latent_representation"):
+        model.get_normalized_expression()
+    with pytest.raises(NotImplementedError, match="get_gene_importance"):
+        model.differential_abundance()

@@ -284,6 +284,24 @@ class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixi
         table = importance_table(self._predictor().attention(out, groups, batch_size), self.genes)
         return table.iloc[:, 0].rename("importance") if groupby is None else table
 
+    def get_normalized_expression(self, *args, **kwargs):
+        """Not for this model: scBiGNN classifies cells and does not model their expression.
+
+        Use :func:`scanpy.pp.normalize_total` for normalised expression,
+        :meth:`get_latent_representation` for embeddings.
+        """
+        raise NotImplementedError(
+            "SCBiGNN classifies cells and does not model expression: use sc.pp.normalize_total "
+            "for normalised expression, model.get_latent_representation() for embeddings."
+        )
+
+    def differential_abundance(self, *args, **kwargs):
+        """Not for this model: see :meth:`get_gene_importance` for the genes behind each type."""
+        raise NotImplementedError(
+            "SCBiGNN has no differential abundance: model.get_gene_importance(groupby="
+            "'prediction') gives the genes behind each predicted type."
+        )
+
     # ------------------------------------------------------------------ helpers
     @property
     def genes(self) -> list[str]:
