@@ -52,7 +52,7 @@ def test_one_em_round_end_to_end(tiny):
     assert "SCBiGNN model with 100 genes" in model.summary_string
 
 
-def test_annotate_writes_documented_keys_only(tiny):
+def test_annotate_writes_documented_keys_only(tiny, tmp_path):
     model = _trained(tiny)
     before = tiny.copy()
     out = model.annotate(copy=True)
@@ -70,6 +70,8 @@ def test_annotate_writes_documented_keys_only(tiny):
     # scanpy's plots colour "Unknown" light grey and every type alike in every plot
     colors = dict(zip(out.obs["scbignn"].cat.categories, out.uns["scbignn_colors"], strict=True))
     assert colors["Unknown"] == "#d3d3d3" and len(set(colors.values())) == len(colors)
+    assert all(isinstance(c, str) and c.startswith("#") for c in colors.values())
+    out.write_h5ad(tmp_path / "annotated.h5ad")  # colours an h5ad file can hold
     conf = out.obs["scbignn_confidence"].to_numpy()
     assert np.all((conf > 0) & (conf <= 1))
     imp = out.var["scbignn_importance"]

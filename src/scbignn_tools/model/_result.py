@@ -234,6 +234,7 @@ UNKNOWN_COLOR = "#d3d3d3"  # light grey
 def _colors(categories: list[str], classes: list[str]) -> list[str]:
     """The default colours of scanpy for the cell types, light grey for rejected cells."""
     from matplotlib import rcParams
+    from matplotlib.colors import to_hex
     from scanpy.plotting import palettes
 
     n = len(classes)
@@ -246,5 +247,5 @@ def _colors(categories: list[str], classes: list[str]) -> list[str]:
         palette = palettes.default_28
     else:
         palette = [*palettes.default_102, *["#808080"] * n]
-    of_type = dict(zip(classes, palette[:n], strict=True))
+    of_type = dict(zip(classes, (to_hex(c) for c in palette[:n]), strict=True))
     return [of_type.get(c, UNKNOWN_COLOR) for c in categories]
