@@ -20,6 +20,7 @@ extensions = [
     "sphinx.ext.viewcode",
 ]
 autosummary_generate = True
+templates_path = ["_templates"]
 autodoc_member_order = "groupwise"
 autodoc_typehints = "description"
 napoleon_google_docstring = False
