@@ -114,6 +114,13 @@ def test_a_pickled_folder_of_version_0_1_is_refused_then_converted_on_opt_in(tin
         SCBiGNN.convert_pickled_save(OLD, tmp_path / "new")
     with pytest.raises(NotImplementedError, match="convert_pickled_save"):
         SCBiGNN.convert_legacy_save(OLD, tmp_path / "new")
+    # even converting never runs code planted in the old file: only its types are resolved
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    (planted / "model.pt").write_bytes(pickle.dumps(Payload(tmp_path / "ran_convert")))
+    with pytest.raises(ValueError, match=r"names builtins\.exec.*not opened"):
+        SCBiGNN.convert_pickled_save(planted, tmp_path / "never", trust_pickle=True)
+    assert not (tmp_path / "ran_convert").exists() and not (tmp_path / "never").exists()
     SCBiGNN.convert_pickled_save(OLD, tmp_path / "new", trust_pickle=True)
     assert not (tmp_path / "new" / "model.pt").exists()
     model = SCBiGNN.load(tmp_path / "new")

@@ -4,7 +4,7 @@ A folder holds ``model.json`` (format version, settings, registry, genes, classe
 calibration, history), ``weights.safetensors`` (the module's tensors) and, unless the model was
 saved without them, ``reference.npz`` (the reference graph's arrays, read with
 ``allow_pickle=False``). Nothing on this path unpickles. Folders of scbignn-tools 0.1 (a pickled
-``model.pt``) are refused; :func:`read_pickled` reads them only on the user's explicit opt-in.
+``model.pt``) are refused; ``_legacy.read_pickled`` converts them on the user's explicit opt-in.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from scipy import sparse
@@ -169,30 +168,6 @@ def read_folder(dir_path, prefix: str | None = None) -> SavedModel:
         "reference_": reference,
     }
     return SavedModel(attributes, np.asarray(meta["var_names"], dtype=object), state)
-
-
-def read_pickled(dir_path, prefix: str | None = None) -> SavedModel:
-    """Read a pickled folder of scbignn-tools 0.1. **Runs any code the file holds**: trusted only."""
-    saved = torch.load(
-        _file(dir_path, prefix, PICKLED_FILE), map_location="cpu", weights_only=False
-    )
-    state = dict(saved["model_state_dict"])
-    state.pop("pyro_param_store", None)
-    attributes = dict(saved["attr_dict"])
-    init = attributes["init_params_"]
-    knn_method = attributes.pop("knn_method_", "auto")
-    ref = attributes.get("reference_")
-    if isinstance(ref, dict):  # 0.1 kept the reference graph as a dict
-        kw = init["non_kwargs"]
-        attributes["reference_"] = ReferenceGraph(
-            **ref,
-            n_neighbors=kw.get("n_neighbors", 10),
-            knn_method=knn_method,
-            seed=kw.get("seed", 0),
-        )
-    if isinstance(attributes.get("calibration_"), dict):
-        attributes["calibration_"] = Calibration(**attributes["calibration_"])
-    return SavedModel(attributes, np.asarray(saved["var_names"]), state)
 
 
 # ---------------------------------------------------------------------------- plain encodings

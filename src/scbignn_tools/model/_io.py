@@ -9,7 +9,8 @@ import rich
 from anndata import AnnData
 from mudata import MuData
 
-from ._format import SavedModel, read_folder, read_pickled, write_folder
+from ._format import SavedModel, read_folder, write_folder
+from ._legacy import read_pickled
 from ._utils import reference_var_names, resolve_device
 
 ReferenceCells = Literal["all", "none"] | int
@@ -156,8 +157,10 @@ class SaveLoadMixin:
     ) -> None:
         """Convert a folder of scbignn-tools 0.1 (pickled ``model.pt``) to the safe format.
 
-        Reading a pickle runs any code it holds, so this is for folders whose source you trust,
-        and needs ``trust_pickle=True``. The new folder opens without running code.
+        The old file is a pickle. It is read through an unpickler that resolves only the types
+        such a folder holds (arrays, tables, tensors) and refuses any other, so code planted in
+        it does not run; still, convert only folders whose source you trust, and say so with
+        ``trust_pickle=True``. The new folder is in the safe format.
 
         Parameters
         ----------
