@@ -152,12 +152,14 @@ def check_train(args: argparse.Namespace) -> None:
     _check_writable(args.out, "model folder")
 
 
-def check_annotate(args: argparse.Namespace) -> None:
-    """Every argument of ``scbignn annotate`` that can be checked before reading the data."""
+def check_annotate(args: argparse.Namespace):
+    """Every argument of ``scbignn annotate`` that can be checked before reading the data.
+
+    Returns the reference model, opened once (a safe model folder, or a clear error).
+    """
     from scbignn_tools.model import SCBiGNN
 
     _check_h5ad(args.query)
-    SCBiGNN.load_registry(args.model)  # a safe model folder, or a clear error
     _check_range(args, "unknown_threshold", None, 1.0)
     _check_range(args, "novelty_threshold", None, 1.0)
     _check_range(args, "em_iterations", 1)
@@ -168,6 +170,7 @@ def check_annotate(args: argparse.Namespace) -> None:
     _check_writable(args.out, "output")
     if args.csv is not None:
         _check_writable(args.csv, "CSV")
+    return SCBiGNN.load(args.model, accelerator=args.accelerator, device=args.devices)
 
 
 def train(args: argparse.Namespace) -> int:
@@ -209,9 +212,9 @@ def annotate(args: argparse.Namespace) -> int:
     """Annotate a query with a saved model, inductively or by further EM (transductive)."""
     from scbignn_tools.model import SCBiGNN
 
-    check_annotate(args)
+    reference = check_annotate(args)
     query = _read(args.query)
-    model = SCBiGNN.load_query_data(query, args.model, args.accelerator, args.devices)
+    model = SCBiGNN.load_query_data(query, reference, args.accelerator, args.devices)
     if args.mode == "transductive":
         model.train(
             n_em_iterations=args.em_iterations, accelerator=args.accelerator, devices=args.devices

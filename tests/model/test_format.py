@@ -231,9 +231,9 @@ def torch_equal(a, b) -> bool:
     return torch.equal(a, b)
 
 
-@pytest.mark.parametrize(("where", "call"), [("fit_p", 2), ("fit_q", 3)])
+@pytest.mark.parametrize(("where", "call"), [("fit_p", 1), ("fit_p", 2), ("fit_q", 3)])
 def test_an_interrupted_run_resumes_from_its_checkpoint(tiny, tmp_path, monkeypatch, where, call):
-    # two EM iterations: pretrain, M1, E1, M2, E2; interrupted inside M2 or E2
+    # two EM iterations: pretrain, M1, E1, M2, E2; interrupted inside M1, M2 or E2
     kw = {**FAST, "n_em_iterations": 2, "progress_bar": False, "validation_size": 0.2}
     SCBiGNN.setup_anndata(tiny, labels_key="labels", unlabeled_category="Unknown")
     whole = SCBiGNN(tiny, **SMALL)

@@ -181,11 +181,14 @@ class SetupMixin:
         cls.register_manager(adata_manager)
 
 
-def read_cells(adata: AnnData | MuData, setup: Setup, genes: list[str]) -> Cells:
+def read_cells(
+    adata: AnnData | MuData, setup: Setup, genes: list[str], check: bool = True
+) -> Cells:
     """Read ``adata`` into :class:`Cells`: checks, normalisation, the model's genes, label codes.
 
     Cells without a ``labels_key`` column, with the unlabelled category or with a type the model
-    does not know (a warning says how many) are unlabelled.
+    does not know (a warning says how many) are unlabelled. ``check=False`` skips the pass over
+    the values (:func:`~scbignn_tools.data.check_expression`) for data already checked.
     """
     rna = setup.rna(adata)
     if rna.n_obs == 0:
@@ -193,7 +196,8 @@ def read_cells(adata: AnnData | MuData, setup: Setup, genes: list[str]) -> Cells
     if setup.layer is not None and setup.layer not in rna.layers:
         raise KeyError(f"The model reads layer {setup.layer!r}, which this data lacks.")
     X = rna.layers[setup.layer] if setup.layer is not None else rna.X
-    check_expression(X, setup.data_format, f"layers[{setup.layer!r}]" if setup.layer else "X")
+    if check:
+        check_expression(X, setup.data_format, f"layers[{setup.layer!r}]" if setup.layer else "X")
     x = model_input(X, rna.var_names, genes, setup.data_format)
     n_empty = int(np.sum(np.diff(x.indptr) == 0))
     if n_empty:

@@ -222,14 +222,14 @@ def _isnan(v) -> bool:
 
 
 def _graph_arrays(g: ReferenceGraph) -> dict[str, np.ndarray]:
-    out = {"h": g.h, "coords": g.coords, "labels": g.labels}
-    out["obs_names"] = np.asarray(g.obs_names, dtype=str)
+    out = {"h": g.h, "labels": g.labels, "obs_names": np.asarray(g.obs_names, dtype=str)}
     for name, m in (("x", g.x), ("adj", g.adj)):
         m = sparse.csr_matrix(m)
         out |= {f"{name}_data": m.data, f"{name}_indices": m.indices, f"{name}_indptr": m.indptr}
         out[f"{name}_shape"] = np.asarray(m.shape)
-    if g.basis is not None:
+    if g.basis is not None:  # a graph of h has h as its coordinates: not stored twice
         out["basis_mean"], out["basis_components"] = g.basis
+        out["coords"] = g.coords
     return out
 
 

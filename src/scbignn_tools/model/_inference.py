@@ -58,8 +58,9 @@ class Predictor:
 
     Cells of the graph (same name and same expression) take the graph's p_theta output; the
     others join the graph inductively (:meth:`ReferenceGraph.extend`) after the expression
-    shift they share against the graph cells is removed. The graph's own outputs are computed
-    once.
+    shift they share against the graph cells is removed. The graph's own outputs and its dense
+    standardised expression (``N x T`` float32, needed by every inductive call) are computed once
+    and kept while the predictor lives, that is until the model trains again.
 
     Parameters
     ----------
@@ -69,13 +70,20 @@ class Predictor:
         Its reference graph; ``None`` for q_phi only.
     calibration
         Temperatures applied to both GNNs' logits.
+    graph_outputs
+        p_theta's logits and ``h_prime`` for the graph cells, when training just computed them.
     """
 
     def __init__(
-        self, module: SCBiGNNModule, graph: ReferenceGraph | None, calibration: Calibration
+        self,
+        module: SCBiGNNModule,
+        graph: ReferenceGraph | None,
+        calibration: Calibration,
+        graph_outputs: tuple[np.ndarray, np.ndarray] | None = None,
     ):
         self.module, self.graph, self.calibration = module, graph, calibration
-        self._graph_outputs: tuple[np.ndarray, np.ndarray] | None = None
+        self._graph_outputs = graph_outputs  # p_theta on the graph, if the caller has it
+        self._x_graph: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -109,43 +117,54 @@ class Predictor:
             out.probs_p, out.model = out.probs_q, "q_phi"
             return out
         rows = graph.contains(cells.names, cells.x)
-        logits, h_prime = (a[np.maximum(rows, 0)] for a in self.graph_outputs())
-        new = np.flatnonzero(rows < 0)
-        if len(new):
-            x_graph = self.standardize(graph.x)
+        inside, new = np.flatnonzero(rows >= 0), np.flatnonzero(rows < 0)
+        parts = []  # (cells, logits, h_prime)
+        if len(inside):  # cells of the graph: its own outputs
+            logits, h_prime = self.graph_outputs()
+            parts.append((inside, logits[rows[inside]], h_prime[rows[inside]]))
+        if len(new):  # the others join the graph, each linked to its nearest graph cells
             x_new, h_new = x[new], h[new]
             shift = torch.zeros_like(x[0])
             if remove_shift:
                 mine = own is not None and np.all(
                     match_cells(cells.names[new], cells.x[new], own.cells.names, own.cells.x) >= 0
                 )
-                shift = own.shift if mine else self.shift(x_new, h_new, x_graph)
+                shift = own.shift if mine else self.shift(x_new, h_new)
             x_new = x_new - shift
             adj = graph.extend(graph.coords_of(x_new, h_new))
-            logits_new, h_prime_new = p_inference(
+            logits, h_prime = p_inference(
                 self.module,
-                torch.cat([x_graph, x_new]),
+                torch.cat([self.x_graph(), x_new]),
                 np.vstack([graph.h, h_new]),
                 normalized(adj, self.device),
             )
-            logits[new], h_prime[new] = logits_new[-len(new) :], h_prime_new[-len(new) :]
+            parts.append((new, logits[-len(new) :], h_prime[-len(new) :]))
             out.shift, out.query_shift = shift, float(shift.square().mean().sqrt())
+        logits = np.empty((len(cells), parts[0][1].shape[1]), np.float32)
+        h_prime = np.empty((len(cells), parts[0][2].shape[1]), np.float32)
+        for index, part_logits, part_h_prime in parts:
+            logits[index], h_prime[index] = part_logits, part_h_prime
         out.probs_p, out.h_prime = softmax(logits / cal.temperature_p), h_prime
         return out
+
+    def x_graph(self) -> torch.Tensor:
+        """The graph cells' standardised expression, dense on the device (kept once computed)."""
+        if self._x_graph is None:
+            self._x_graph = self.standardize(self.graph.x)
+        return self._x_graph
 
     def graph_outputs(self) -> tuple[np.ndarray, np.ndarray]:
         """p_theta's logits and ``h_prime`` for the cells of the graph (computed once)."""
         if self._graph_outputs is None:
-            x = self.standardize(self.graph.x)
             adj = normalized(self.graph.adj, self.device)
-            self._graph_outputs = p_inference(self.module, x, self.graph.h, adj)
+            self._graph_outputs = p_inference(self.module, self.x_graph(), self.graph.h, adj)
         return self._graph_outputs
 
-    def shift(self, x_new: torch.Tensor, h_new: np.ndarray, x_graph: torch.Tensor) -> torch.Tensor:
+    def shift(self, x_new: torch.Tensor, h_new: np.ndarray) -> torch.Tensor:
         """The shift of new cells against the graph; zero under ``MIN_SHIFT_CELLS`` cells."""
         if len(x_new) < MIN_SHIFT_CELLS:
             return torch.zeros_like(x_new[0])
-        return self.graph.shift(x_new, h_new, x_graph)
+        return self.graph.shift(x_new, h_new, self.x_graph())
 
     def own_query(self, cells: Cells) -> OwnQuery | None:
         """The cells outside the graph among ``cells`` and their shift; ``None`` if there are none.
@@ -161,7 +180,7 @@ class Predictor:
             return None
         x = self.standardize(cells.x)
         _, h = q_inference(self.module, GeneSets(cells.x), x, device=self.device)
-        return OwnQuery(cells, self.shift(x, h, self.standardize(self.graph.x)))
+        return OwnQuery(cells, self.shift(x, h))
 
     def attention(
         self, out: Inference, groups: np.ndarray, batch_size: int = 32

@@ -192,18 +192,20 @@ class SaveLoadMixin:
         )
 
     def _to_saved(self, reference_cells: ReferenceCells = "all") -> SavedModel:
-        """What a folder holds, from this model (tensors copied to the CPU)."""
-        graph = self.reference_
-        if graph is not None and reference_cells != "all":
-            if reference_cells == "none":
-                graph = None
-            elif isinstance(reference_cells, int) and not isinstance(reference_cells, bool):
-                graph = graph.subsample(reference_cells)
-            else:
-                raise ValueError(
-                    f"reference_cells must be 'all', 'none' or a number of cells per type, "
-                    f"not {reference_cells!r}."
-                )
+        """What a folder holds, from this model.
+
+        The tensors are moved to the CPU but not copied: the writer, or a new module's
+        ``load_state_dict``, copies them.
+        """
+        per_type = isinstance(reference_cells, int) and not isinstance(reference_cells, bool)
+        if reference_cells not in ("all", "none") and not per_type:
+            raise ValueError(
+                f"reference_cells must be 'all', 'none' or a number of cells per type, "
+                f"not {reference_cells!r}."
+            )
+        graph = None if reference_cells == "none" else self.reference_
+        if graph is not None and per_type:
+            graph = graph.subsample(reference_cells)
         attributes = {
             "registry_": self.registry_,
             "init_params_": self.init_params_,
@@ -213,7 +215,7 @@ class SaveLoadMixin:
             "history_": self.history_,
             "reference_": graph,
         }
-        state = {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
+        state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
         return SavedModel(attributes, reference_var_names(self.registry_), state)
 
     @classmethod

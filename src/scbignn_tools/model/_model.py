@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Sequence
 from typing import Literal
@@ -29,8 +28,6 @@ from ._inference import Predictor
 from ._io import SaveLoadMixin
 from ._query import QueryMixin
 from ._training import TrainingMixin
-
-logger = logging.getLogger(__name__)
 
 
 class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixin, BaseModelClass):
@@ -86,7 +83,8 @@ class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixi
     seed
         Seed of the parameter initialisation and of all randomness in :meth:`train`.
     registry
-        A saved model's registry, to build the model without an AnnData (used by :meth:`load`).
+        A saved model's registry: the model is being rebuilt (by :meth:`load`), so it needs no
+        AnnData, and its per-gene statistics come from the saved weights.
 
     Examples
     --------
@@ -160,7 +158,8 @@ class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixi
                 dropout_p=dropout_p,
                 linear_path=linear_path,
             )
-        if X is not None:  # the reference's per-gene statistics that standardise p_theta's input
+        if X is not None and registry is None:  # per-gene statistics that standardise p_theta's
+            # input; a model rebuilt from a saved registry takes them from its saved weights
             x = model_input(X, var_names, genes, self._data_format)
             mean = np.asarray(x.mean(axis=0)).ravel()
             std = np.sqrt(np.maximum(np.asarray(x.multiply(x).mean(axis=0)).ravel() - mean**2, 0))
@@ -272,15 +271,16 @@ class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixi
         """
         target = self._target(adata)
         cells = self._cells(target)
+        by_prediction = isinstance(groupby, str) and groupby == "prediction"
+        out = self._infer(cells, by_prediction, True, batch_size)
         if groupby is None:
             groups = np.zeros(len(cells), int)
-        elif isinstance(groupby, str) and groupby == "prediction":
-            groups = self.predict(target)
+        elif by_prediction:
+            groups = np.asarray(self.classes)[out.probs_p.argmax(1)]
         elif isinstance(groupby, str):
             groups = np.asarray(self._setup.rna(target).obs[groupby])
         else:
             groups = np.asarray(groupby)
-        out = self._infer(cells, False, True, batch_size)
         table = importance_table(self._predictor().attention(out, groups, batch_size), self.genes)
         return table.iloc[:, 0].rename("importance") if groupby is None else table
 
@@ -327,10 +327,11 @@ class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixi
     def _cells(self, adata: AnnData | MuData | None) -> Cells:
         """The cells of ``adata`` (``None``: the model's) as arrays."""
         target = self._target(adata)
+        own = target is self.adata  # checked by setup_anndata, or when load_query_data took it
         with warnings.catch_warnings():
-            if target is self.adata:  # its missing genes were reported when it was attached
+            if own:  # its missing genes were reported when it was attached
                 warnings.filterwarnings("ignore", "(?s).*missing from the data", UserWarning)
-            return read_cells(target, self._setup, self.genes)
+            return read_cells(target, self._setup, self.genes, check=not own)
 
     def _predictor(self) -> Predictor:
         """Both GNNs against the reference graph (one per trained state, with its caches)."""

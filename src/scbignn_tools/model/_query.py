@@ -98,8 +98,6 @@ class QueryMixin:
         """
         saved = _saved(reference)
         setup = Setup.from_registry(saved.attributes["registry_"])
-        if setup.rna(adata).n_obs == 0:
-            raise ValueError("The query AnnData has no cells; there is nothing to annotate.")
         align_genes(setup.rna(adata).var_names, saved.genes)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "(?s).*missing from the data", UserWarning)

@@ -95,11 +95,11 @@ class AnnotationResult:
             per_type = importance_table(attention, genes)
             overall = functools.reduce(lambda a, b: a.merge(b), attention.values())
             importance = pd.Series(overall.importance(), index=pd.Index(genes))
-        thresholds = {  # NaN for "off": h5ad cannot store None, and any number is a threshold
+        settings = {  # NaN for "off": h5ad cannot store None, and any number is a threshold
+            **settings,
             "unknown_threshold": np.nan if unknown_threshold is None else unknown_threshold,
             "novelty_threshold": np.nan if novelty_threshold is None else novelty_threshold,
         }
-        settings = {k: settings[k] for k in ("model", "n_neighbors")} | thresholds | settings
         return cls(
             obs_names=pd.Index(obs_names),
             classes=list(classes),

@@ -16,7 +16,7 @@ from scbignn_tools.module import PseudoLabels, p_inference, q_inference
 from scbignn_tools.train import EMConfig, EMData, EMTrainer, calibrate, validation_split
 
 from ._anndata import Cells, check_training_labels
-from ._inference import standardize
+from ._inference import Predictor, standardize
 from ._utils import resolve_device
 
 _EM = EMConfig()  # train()'s defaults
@@ -170,7 +170,7 @@ class TrainingMixin:
         adj = trainer.graph  # the expression graph does not change with q_phi's h
         if basis is None or adj is None:
             adj = knn_graph(coords, self.n_neighbors, knn_method, self.seed)
-        logits_p, _ = p_inference(self.module, x, h, normalized(adj, device))
+        logits_p, h_prime = p_inference(self.module, x, h, normalized(adj, device))
         self.reference_ = ReferenceGraph(
             x=cells.x,
             h=h,
@@ -187,6 +187,9 @@ class TrainingMixin:
             logits_q[validation], logits_p[validation], labels[validation]
         )
         self._clear_caches()
+        self._predictor_cache = Predictor(  # predictions of the graph cells: already computed
+            self.module, self.reference_, self.calibration_, (logits_p, h_prime)
+        )
 
     def _snapshot(self) -> dict:
         """What :meth:`train` changes, copied, to restore if it does not finish."""

@@ -132,10 +132,8 @@ class EMTrainer:
             val = self._validate_q()
             self._record(stage, em_iteration, "q", epoch, total / len(rows), val)
 
-    def fit_p(
-        self, stage: str, em_iteration: int, h: np.ndarray, target_probs: np.ndarray
-    ) -> torch.Tensor:
-        """Train p_theta on labels plus q's confident pseudo-labels (Eq. 9); returns its graph.
+    def fit_p(self, stage: str, em_iteration: int, h: np.ndarray, target_probs: np.ndarray) -> None:
+        """Train p_theta on labels plus q's confident pseudo-labels (Eq. 9).
 
         The kNN graph is built on ``data.graph_coords`` or, when these are ``None``, on q's
         ``h`` (the paper). Unlabelled cells count only where q's probability of their
@@ -173,9 +171,8 @@ class EMTrainer:
                 val = float(np.mean(pred == data.validation_labels))
             self._record(stage, em_iteration, "p", epoch, loss.item(), val, advance=False)
         self._advance(1)
-        return adj
 
-    # --- the loop ------------------------------------------------------------------------
+    # --- the graph ---------------------------------------------------------------------
     def _graph_for(self, h: np.ndarray, seed: int | None = None) -> torch.Tensor:
         """p_theta's graph: on ``data.graph_coords`` (built once) or on q's ``h`` (each M-step)."""
         coords = h if self.data.graph_coords is None else self.data.graph_coords
@@ -232,14 +229,13 @@ class EMTrainer:
             h = None
             for index in range(done, len(phases)):
                 stage, it = phases[index]
-                if stage == "pretrain":
-                    self.fit_q("pretrain", 0, cfg.pretrain_epochs, None)
-                    continue
-                if h is None:  # q_phi is fixed from the M-step to the E-step
+                if stage != "pretrain" and h is None:  # q_phi is fixed from M- to E-step
                     logits_q, h = q_inference(
                         self.module, self.data.sets, self.data.x, device=self.device
                     )
-                if stage == "M":  # M-step: q fixed, p learns
+                if stage == "pretrain":
+                    self.fit_q("pretrain", 0, cfg.pretrain_epochs, None)
+                elif stage == "M":  # M-step: q fixed, p learns
                     self.fit_p("M", it, h, softmax(logits_q))
                 else:  # E-step: p fixed, q learns, on the M-step's graph
                     logits_p, _ = p_inference(self.module, self.data.x, h, self._adj)
