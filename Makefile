@@ -23,4 +23,4 @@ lint: $(BIN)/scbignn
 
 docs: $(BIN)/scbignn
 	$(BIN)/pip install -q -e ".[doc]"
-	$(BIN)/sphinx-build -b html docs docs/_build/html
+	$(BIN)/sphinx-build -W -n --keep-going -b html docs docs/_build/html

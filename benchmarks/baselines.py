@@ -184,11 +184,13 @@ def scanvi_predict(
     scvi_epochs: int = 100,
     scanvi_epochs: int = 20,
     seed: int = 0,
+    n_samples_per_label: int | None = None,
 ):
     """scANVI with the ``unlabelled`` cells' labels hidden; returns their predicted labels.
 
     2,000 seurat_v3 genes on the counts of all cells, scVI defaults, ``scvi_epochs`` of scVI
-    then ``scanvi_epochs`` of scANVI (100 labelled cells sampled per type and batch).
+    then ``scanvi_epochs`` of scANVI. ``n_samples_per_label=None`` is scvi-tools' default (the
+    classifier sees every labelled cell); an integer samples that many labelled cells per type.
     """
     import scvi
 
@@ -205,5 +207,9 @@ def scanvi_predict(
     lvae = scvi.model.SCANVI.from_scvi_model(
         vae, unlabeled_category="Unknown", labels_key="scanvi_labels"
     )
-    lvae.train(max_epochs=scanvi_epochs, n_samples_per_label=100, enable_progress_bar=False)
+    lvae.train(
+        max_epochs=scanvi_epochs,
+        n_samples_per_label=n_samples_per_label,
+        enable_progress_bar=False,
+    )
     return np.asarray(lvae.predict(both[unlabelled])).astype(str)

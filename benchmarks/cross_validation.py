@@ -48,6 +48,7 @@ METHODS = (
     "gcn_c",
     "celltypist",
     "scanvi",
+    "scanvi_100",
 )
 LABELS = {
     "svm": "linear SVM",
@@ -59,6 +60,7 @@ LABELS = {
     "gcn_c": "GCN-C",
     "celltypist": "CellTypist",
     "scanvi": "scANVI",
+    "scanvi_100": "scANVI, 100 labelled cells per type",
 }
 
 
@@ -98,8 +100,11 @@ def run_fold(method, adata, y, train, test, x, options) -> tuple[dict, float, fl
         return preds, fit, time.perf_counter() - t0
     if method == "celltypist":
         pred = baselines.celltypist_predict(adata[train], adata[test], KEY)
-    elif method == "scanvi":
-        pred = baselines.scanvi_predict(adata, y, test, *options["scanvi_epochs"])
+    elif method in ("scanvi", "scanvi_100"):
+        per_label = 100 if method == "scanvi_100" else None  # None: scvi-tools' default, all
+        pred = baselines.scanvi_predict(
+            adata, y, test, *options["scanvi_epochs"], n_samples_per_label=per_label
+        )
     elif method == "gcn_c":
         pred = baselines.gcn_c(x, y, train, test)
     else:
@@ -118,7 +123,7 @@ def run_fold(method, adata, y, train, test, x, options) -> tuple[dict, float, fl
 
 def method_uses_features(method: str) -> bool:
     """Whether ``method`` takes the log-normalised model genes (not counts) as input."""
-    return method not in ("scbignn", "celltypist", "scanvi")
+    return method not in ("scbignn", "celltypist", "scanvi", "scanvi_100")
 
 
 def worker(args) -> None:

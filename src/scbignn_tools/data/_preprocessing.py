@@ -80,7 +80,7 @@ Flavor = Literal["variance", "cell_ranger", "seurat_v3"]
 
 @dataclass(frozen=True)
 class GeneSelection:
-    """The genes :func:`select_genes` chose and the ranking it actually used.
+    """The genes :func:`~scbignn_tools.data.select_genes` chose and the ranking it actually used.
 
     ``flavor`` may differ from the one asked for when seurat_v3's loess fit failed at every
     span; ``span`` is seurat_v3's loess span (``None`` for other rankings).

@@ -83,7 +83,7 @@ def expression_basis(
 
 
 def project(x: np.ndarray, basis: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Coordinates of the cells ``x`` ``(N, T)`` on the axes of :func:`expression_basis`."""
+    """Coordinates of the cells ``x`` ``(N, T)`` on the axes of :func:`~scbignn_tools.graph.expression_basis`."""
     mean, components = basis
     return (x - mean) @ components.T
 

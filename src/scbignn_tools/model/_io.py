@@ -101,7 +101,8 @@ class SaveLoadMixin:
 
         Returns
         -------
-        The model.
+        SCBiGNN
+            The model, trained, with ``adata`` (or the saved cells' AnnData) registered.
         """
         if backup_url is not None:
             raise ValueError("backup_url is not supported; download the folder and pass its path.")
@@ -129,7 +130,8 @@ class SaveLoadMixin:
 
         Returns
         -------
-        The registry dict, as scvi-tools' ``load_registry`` returns it.
+        dict
+            The registry, as scvi-tools' ``load_registry`` returns it.
         """
         return read_folder(dir_path, prefix).attributes["registry_"]
 

@@ -86,6 +86,18 @@ class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixi
         A saved model's registry: the model is being rebuilt (by :meth:`load`), so it needs no
         AnnData, and its per-gene statistics come from the saved weights.
 
+    Attributes
+    ----------
+    history_
+        What :meth:`train` did, a DataFrame with a row per epoch of each phase (its losses and
+        held-out accuracy).
+    calibration_
+        The temperature of p_theta's probabilities and the held-out calibration error before and
+        after it (:class:`~scbignn_tools.train.Calibration`).
+    reference_
+        The frozen reference cells, their kNN graph and p_theta's outputs on them
+        (:class:`~scbignn_tools.graph.ReferenceGraph`); ``None`` before :meth:`train`.
+
     Examples
     --------
     >>> import scbignn_tools as scbignn
@@ -236,7 +248,8 @@ class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixi
 
         Returns
         -------
-        Array of cells x features.
+        numpy.ndarray
+            Cells x features, in the order of ``adata``'s cells.
         """
         if representation == "h_prime" and self.reference_ is None and self.is_trained_:
             raise ValueError("This model was saved without reference cells: no h_prime.")
@@ -267,7 +280,8 @@ class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixi
 
         Returns
         -------
-        A Series over the model's genes, or a genes x groups DataFrame.
+        pandas.Series or pandas.DataFrame
+            A Series over the model's genes, or a genes x groups DataFrame.
         """
         target = self._target(adata)
         cells = self._cells(target)

@@ -49,7 +49,8 @@ class QueryMixin:
 
         Returns
         -------
-        A new AnnData.
+        anndata.AnnData
+            A new AnnData; ``adata`` itself is left as it was.
         """
         if adata.n_obs == 0:
             raise ValueError("The query AnnData has no cells; there is nothing to annotate.")

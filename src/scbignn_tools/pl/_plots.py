@@ -87,7 +87,8 @@ def em_history(
 
     Returns
     -------
-    The axes (loss, then accuracy if any) if ``show`` is false, else ``None``.
+    list of matplotlib.axes.Axes or None
+        The axes (loss, then accuracy if any) if ``show`` is false, else ``None``.
     """
     if not model.is_trained_:
         raise RuntimeError("The model is not trained yet; run model.train() first.")
@@ -153,8 +154,9 @@ def reliability(
 
     Returns
     -------
-    The axes if ``show`` is false, else ``None``. Each point is labelled with its number of
-    cells; the title gives the expected calibration error and the number of cells.
+    matplotlib.axes.Axes or None
+        The axes if ``show`` is false, else ``None``. Each point is labelled with its number
+        of cells; the title gives the expected calibration error and the number of cells.
     """
     classes = pd.Index(_annotation(adata, key)["classes"])
     if labels_key not in adata.obs:
@@ -198,7 +200,9 @@ def top_genes(adata: AnnData, *, key: str = "scbignn", n_genes: int = 5) -> dict
 
     Returns
     -------
-    Cell type to its genes, most important first, for the types some cell was predicted as.
+    dict
+        Cell type to its genes, most important first, for the types some cell was predicted
+        as.
     """
     classes = _annotation(adata, key)["classes"]
     if f"{key}_importance" not in adata.varm:

@@ -42,7 +42,8 @@ def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15):
 
     Returns
     -------
-    Three arrays of the non-empty bins: mean confidence, accuracy, cell count.
+    tuple of numpy.ndarray
+        Three arrays over the non-empty bins: mean confidence, accuracy, cell count.
     """
     conf = probs.max(axis=1)
     correct = probs.argmax(axis=1) == labels
@@ -60,7 +61,7 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: in
 
 
 def binned_calibration_error(conf: np.ndarray, accuracy: np.ndarray, count: np.ndarray) -> float:
-    """The expected calibration error of bins from :func:`reliability_bins`."""
+    """The expected calibration error of bins from :func:`~scbignn_tools.train.reliability_bins`."""
     return float(np.sum(count * np.abs(accuracy - conf)) / count.sum())
 
 
@@ -73,7 +74,7 @@ class Calibration:
 
     The temperatures are fitted on all held-out labelled cells of
     :meth:`~scbignn_tools.model.SCBiGNN.train`. The errors after scaling are cross-fitted
-    (:func:`cross_fitted_calibration_error`): each cell's probabilities come from a temperature
+    (:func:`~scbignn_tools.train.cross_fitted_calibration_error`): each cell's probabilities come from a temperature
     fitted on the other cells, so they measure what scaling does for unseen cells. The errors
     are ``None`` when fewer than ``MIN_CALIBRATION_CELLS`` were held out, and then both
     temperatures are 1 (no scaling).
@@ -110,7 +111,7 @@ def calibrate(
 ) -> Calibration:
     """Temperatures of q_phi and p_theta on held-out labelled cells, with ECE before and after.
 
-    The error after scaling is cross-fitted (:func:`cross_fitted_calibration_error`).
+    The error after scaling is cross-fitted (:func:`~scbignn_tools.train.cross_fitted_calibration_error`).
     """
     if len(labels) < MIN_CALIBRATION_CELLS:
         return Calibration(n_cells=int(len(labels)))
