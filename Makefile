@@ -11,7 +11,7 @@ $(BIN)/scbignn: pyproject.toml
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 
-.PHONY: demo test lint docs benchmark
+.PHONY: demo test lint docs tutorials benchmark
 demo: $(BIN)/scbignn
 	$(BIN)/scbignn demo --out results
 
@@ -24,3 +24,12 @@ lint: $(BIN)/scbignn
 docs: $(BIN)/scbignn
 	$(BIN)/pip install -q -e ".[doc]"
 	$(BIN)/sphinx-build -W -n --keep-going -b html docs docs/_build/html
+
+# Re-executes the tutorials in place with the defaults (about 40 minutes on 2 cores);
+# SCBIGNN_DATA_DIR is the folder with kang2018_ifnb_pbmc.h5ad (default: ../shared/data).
+tutorials: $(BIN)/scbignn
+	$(BIN)/pip install -q -e ".[doc]"
+	cd tutorials && for nb in quickstart kang_query; do \
+		SCBIGNN_DATA_DIR="$${SCBIGNN_DATA_DIR:-$(CURDIR)/../shared/data}" \
+		../$(BIN)/jupyter-execute --inplace --timeout=-1 $$nb.ipynb || exit 1; \
+		rm -rf pbmc68k_model kang_ctrl_model kang_stim_query.h5ad; done
