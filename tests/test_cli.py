@@ -183,3 +183,27 @@ def _cli_version() -> str:
     from importlib.metadata import version
 
     return version("scbignn-tools")
+
+
+def test_threads_option_sets_torchs_threads(tiny, tmp_path, monkeypatch):
+    import pytest
+    import torch
+
+    from scbignn_tools import _cli
+    from scbignn_tools.model import SCBiGNN
+    from scbignn_tools.train import Calibration
+
+    monkeypatch.setattr(SCBiGNN, "train", lambda self, **kw: None)
+    monkeypatch.setattr(SCBiGNN, "save", lambda self, *a, **kw: None)
+    monkeypatch.setattr(SCBiGNN, "calibration_", Calibration(), raising=False)
+    tiny.write_h5ad(tmp_path / "ref.h5ad")
+    before = torch.get_num_threads()
+    argv = ["train", str(tmp_path / "ref.h5ad"), "--labels-key", "labels", "--out", "m"]
+    try:
+        assert _cli.main([*argv, "--n-top-genes", "100", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit) as exit_:
+        _cli.main([*argv, "--threads", "0"])
+    assert exit_.value.code == 2

@@ -238,11 +238,24 @@ def _devices(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
+def _threads(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"--threads must be a whole number >= 1, not {value!r}")
+    return int(value)
+
+
 def _add_device_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--accelerator", default="auto", help="'auto', 'cpu', 'gpu'..., as in scvi-tools"
     )
     p.add_argument("--devices", type=_devices, default="auto", help="device index or 'auto'")
+    p.add_argument(
+        "--threads",
+        type=_threads,
+        default=None,
+        help="CPU threads of torch (scvi.settings.num_threads; None: one per core). On a machine "
+        "shared with other jobs, give it only the cores that are free (docs/benchmarks.md)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -341,6 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scbignn`` console script."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None):
+        import scvi
+
+        scvi.settings.num_threads = args.threads
     try:
         return args.func(args)
     except (KeyError, ValueError, OSError) as err:

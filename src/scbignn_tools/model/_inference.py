@@ -183,19 +183,20 @@ class Predictor:
         return OwnQuery(cells, self.shift(x, h))
 
     def attention(
-        self, out: Inference, groups: np.ndarray, batch_size: int = 32
+        self, out: Inference, groups: np.ndarray, batch_size: int = 64
     ) -> dict[str, AttentionAccumulator]:
-        """An :class:`~scbignn_tools.module.AttentionAccumulator` per group of cells."""
-        acc = {}
-        for name, rows in pd.Series(groups).groupby(groups, observed=True).indices.items():
-            acc[name] = AttentionAccumulator(self.module.n_genes, self.device)
-            q_inference(
-                self.module,
-                out.sets,
-                out.x,
-                rows,
-                batch_size,
-                self.device,
-                attention_hook=acc[name],
-            )
+        """An :class:`~scbignn_tools.module.AttentionAccumulator` per group of cells, in one pass."""
+        names = pd.Series(groups).groupby(groups, observed=True).indices  # sorted, no NaN
+        acc = {name: AttentionAccumulator(self.module.n_genes, self.device) for name in names}
+        group_of = pd.Categorical(groups, categories=list(acc))
+        codes = group_of.codes
+
+        def split(rows, genes, mask, attentions):
+            for code in np.unique(codes[rows][codes[rows] >= 0]):
+                part = torch.as_tensor(np.flatnonzero(codes[rows] == code), device=genes.device)
+                acc[group_of.categories[code]](
+                    None, genes[part], mask[part], [a[part] for a in attentions]
+                )
+
+        q_inference(self.module, out.sets, out.x, None, batch_size, self.device, split)
         return acc

@@ -10,46 +10,66 @@ import torch
 class AttentionAccumulator:
     r"""Running gene x gene average :math:`\tilde{\mathbf{A}}` of attention over heads, layers and cells.
 
-    Called by :func:`~scbignn_tools.module.q_inference` for each batch; each gene pair
-    is averaged over the attention matrices in which both genes appear.
+    Called by :func:`~scbignn_tools.module.q_inference` for each batch; each gene pair is
+    averaged over the attention matrices in which both genes appear.
+
+    Each batch costs one ``bincount`` of its ``B x L x L`` attention values (averaged over heads
+    and summed over layers first, since every layer of a cell holds the same gene pairs) and one
+    ``B x T`` matrix product for how often each pair appears. Sums are float32; the pair counts
+    are exact up to 2^24 cells. Padding goes to an extra gene ``T`` that is dropped.
 
     Parameters
     ----------
     n_genes
         Number of model genes ``T``.
     device
-        Where the ``T x T`` sums are kept.
+        Where the ``(T + 1) x (T + 1)`` sums are kept.
     """
 
     def __init__(self, n_genes: int, device: torch.device | str = "cpu"):
         self.n_genes = n_genes
-        self.total = torch.zeros(n_genes * n_genes, dtype=torch.float64, device=device)
-        self.count = torch.zeros(n_genes * n_genes, dtype=torch.float64, device=device)
+        self.n_layers = 0
+        size = (n_genes + 1) ** 2
+        self.total = torch.zeros(size, dtype=torch.float32, device=device)
+        self.pairs = torch.zeros(size, dtype=torch.float32, device=device)
 
     def __call__(
         self, rows, genes: torch.Tensor, mask: torch.Tensor, attentions: list[torch.Tensor]
     ) -> None:
         """Add a batch: ``genes`` and ``mask`` are ``(B, L)``, each attention ``(B, heads, L, L)``."""
-        pairs = mask[:, :, None] & mask[:, None, :]
-        flat = (genes[:, :, None] * self.n_genes + genes[:, None, :])[pairs]
-        for attn in attentions:
-            self.total.index_add_(0, flat, attn.mean(dim=1)[pairs].double())
-            self.count.index_add_(0, flat, torch.ones_like(flat, dtype=torch.float64))
+        if not attentions or not len(genes):
+            return
+        width = self.n_genes + 1
+        padded = genes.masked_fill(~mask, self.n_genes).to(self.total.device)
+        attn = torch.stack(attentions).mean(dim=2).sum(dim=0).to(self.total)  # (B, L, L)
+        flat = (padded[:, :, None] * width + padded[:, None, :]).reshape(-1)
+        self.total += torch.bincount(flat, weights=attn.reshape(-1), minlength=width * width)
+        present = torch.zeros(len(padded), width, device=self.total.device)
+        present.scatter_(1, padded, 1.0)
+        self.pairs += (present.T @ present).reshape(-1)
+        self.n_layers = len(attentions)
 
     def merge(self, other: AttentionAccumulator) -> AttentionAccumulator:
         """Add the sums of another accumulator (e.g. of another cell type) to this one."""
         self.total += other.total
-        self.count += other.count
+        self.pairs += other.pairs
+        self.n_layers = self.n_layers or other.n_layers
         return self
 
     def matrix(self) -> np.ndarray:
         r""":math:`\tilde{\mathbf{A}}`, ``T x T``; row ``i`` is the attention gene ``i`` pays."""
-        mean = torch.where(self.count > 0, self.total / self.count.clamp(min=1), 0.0)
-        return mean.view(self.n_genes, self.n_genes).cpu().numpy()
+        width, t = self.n_genes + 1, self.n_genes
+        total = self.total.view(width, width)[:t, :t].double()
+        count = self.pairs.view(width, width)[:t, :t].double() * max(self.n_layers, 1)
+        mean = torch.where(count > 0, total / count.clamp(min=1), 0.0)
+        return mean.cpu().numpy()
 
     def importance(self) -> np.ndarray:
         r"""Scores :math:`s_j = \sum_i \tilde A_{ij}`, the attention gene ``j`` receives."""
         return self.matrix().sum(axis=0)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(n_genes={self.n_genes})"
 
 
 def importance_table(
