@@ -114,3 +114,29 @@ def test_novelty_is_near_one_only_for_cells_away_from_the_reference():
     assert np.mean(scores[:200] > 0.99) < 0.05
     assert np.all(scores[200:] == 1.0)
     assert 0.3 < np.median(scores[:200]) < 0.8  # ranked like reference cells
+
+
+def test_reference_graph_measures_its_own_distances_once(monkeypatch):
+    from scbignn_tools.graph import ReferenceGraph, _reference
+
+    rng = np.random.default_rng(0)
+    n = 300
+    h = rng.normal(size=(n, 4))
+    labels = np.where(rng.random(n) < 0.2, -1, rng.integers(0, 3, n))
+    graph = ReferenceGraph(
+        x=sparse.csr_matrix((n, 5)), h=h, coords=h, basis=None, adj=sparse.identity(n, format="csr"),
+        labels=labels, obs_names=np.arange(n).astype(str), n_neighbors=10,
+    )  # fmt: skip
+    calls = []
+    original = _reference.neighbour_distances
+
+    def counted(h_reference, h_new, *args, **kwargs):
+        calls.append(h_new is None)
+        return original(h_reference, h_new, *args, **kwargs)
+
+    monkeypatch.setattr(_reference, "neighbour_distances", counted)
+    new = rng.normal(size=(40, 4))
+    first, second = graph.novelty(new), graph.novelty(new[:10])
+    assert calls == [True, False, False]  # the reference's own distances once, then cached
+    np.testing.assert_array_equal(first[:10], second)
+    np.testing.assert_array_equal(first, novelty(h[labels >= 0], new, n_neighbors=10))

@@ -14,6 +14,7 @@ from ._reference import (
     extend_graph,
     graph_coords,
     match_cells,
+    neighbour_distances,
     novelty,
     query_shift,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "knn_graph",
     "match_cells",
     "nearest_cells",
+    "neighbour_distances",
     "novelty",
     "project",
     "query_shift",

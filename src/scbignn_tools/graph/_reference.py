@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -151,10 +152,22 @@ class ReferenceGraph:
             seed=self.seed,
         )
 
+    @cached_property
+    def _own_distances(self) -> np.ndarray:
+        """The labelled graph cells' sorted distances to their neighbours, computed once."""
+        return neighbour_distances(
+            self.h[self.labels >= 0], None, self.n_neighbors, self.knn_method, self.seed
+        )
+
     def novelty(self, h_new: np.ndarray) -> np.ndarray:
         """Novelty of cells against the labelled graph cells (:func:`novelty`), in [0, 1]."""
         return novelty(
-            self.h[self.labels >= 0], h_new, self.n_neighbors, self.knn_method, self.seed
+            self.h[self.labels >= 0],
+            h_new,
+            self.n_neighbors,
+            self.knn_method,
+            self.seed,
+            own=self._own_distances,
         )
 
 
@@ -184,12 +197,30 @@ def extend_graph(
     return sparse.csr_matrix(sparse.vstack([top, bottom]))
 
 
+def neighbour_distances(
+    h_reference: np.ndarray,
+    h_new: np.ndarray | None,
+    n_neighbors: int,
+    method: str = "auto",
+    seed: int = 0,
+) -> np.ndarray:
+    """Mean distance of each cell to its 2nd to ``(n_neighbors + 1)``-th nearest reference cells.
+
+    With ``h_new=None``, the reference cells' own distances, sorted (what :func:`novelty`
+    compares with).
+    """
+    h = h_reference if h_new is None else h_new
+    d = nearest_cells(h_reference, h, n_neighbors + 1, method, seed)[1][:, 1:].mean(axis=1)
+    return np.sort(d) if h_new is None else d
+
+
 def novelty(
     h_reference: np.ndarray,
     h_new: np.ndarray,
     n_neighbors: int,
     method: str = "auto",
     seed: int = 0,
+    own: np.ndarray | None = None,
 ) -> np.ndarray:
     r"""How far each new cell lies from the reference cells, as a share of the reference cells.
 
@@ -201,14 +232,13 @@ def novelty(
     detection, Sun et al. 2022).
 
     Shapes: ``h_reference`` ``(N, n_h)``, ``h_new`` ``(M, n_h)``; returns ``(M,)`` in [0, 1].
+    ``own``, the reference's sorted distances (:func:`neighbour_distances` with
+    ``h_new=None``), is computed when not given.
     """
-    k = n_neighbors + 1
-
-    def distance(h):
-        return nearest_cells(h_reference, h, k, method, seed)[1][:, 1:]
-
-    own = np.sort(distance(h_reference).mean(axis=1))
-    return np.searchsorted(own, distance(h_new).mean(axis=1)) / len(own)
+    if own is None:
+        own = neighbour_distances(h_reference, None, n_neighbors, method, seed)
+    d = neighbour_distances(h_reference, h_new, n_neighbors, method, seed)
+    return np.searchsorted(own, d) / len(own)
 
 
 def query_shift(
