@@ -119,6 +119,15 @@ class SetupMixin:
             values, as after ``sc.pp.normalize_total`` and ``sc.pp.log1p``).
         **kwargs
             Passed on to :meth:`~scvi.data.AnnDataManager.register_fields`.
+
+        Examples
+        --------
+        >>> import scanpy as sc
+        >>> import scbignn_tools as scbignn
+        >>> adata = sc.read_h5ad("reference.h5ad")  # raw counts in X
+        >>> scbignn.model.SCBiGNN.setup_anndata(
+        ...     adata, labels_key="cell_type", unlabeled_category="Unknown"
+        ... )
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         check_setup(adata, labels_key, unlabeled_category, layer, data_format, kwargs)
@@ -159,6 +168,15 @@ class SetupMixin:
             ``{"rna_layer": name}``: the RNA modality, ``"rna"`` by default.
         **kwargs
             Passed on to :meth:`~scvi.data.AnnDataManager.register_fields`.
+
+        Examples
+        --------
+        >>> scbignn.model.SCBiGNN.setup_mudata(
+        ...     mdata,
+        ...     labels_key="cell_type",
+        ...     unlabeled_category="Unknown",
+        ...     modalities={"rna_layer": "rna"},
+        ... )
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         rna = (modalities or {}).get("rna_layer", "rna")

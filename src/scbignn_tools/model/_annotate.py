@@ -61,6 +61,12 @@ class AnnotateMixin:
         thresholds (NaN when off) and ``query_shift``, the root mean square of the expression
         shift removed from inductive cells, in reference standard deviations per gene (0 for
         cells of the trained graph or with ``remove_query_shift=False``).
+
+        Examples
+        --------
+        >>> result = model.get_annotation(query)
+        >>> result.to_df().head()  # label, confidence, novelty, q_phi's label, probabilities
+        >>> result.to_adata(query)
         """
         cells = self._cells(adata)
         out = self._infer(cells, True, remove_query_shift, batch_size)
@@ -132,6 +138,12 @@ class AnnotateMixin:
         Returns
         -------
         ``None``, or the annotated copy if ``copy=True``.
+
+        Examples
+        --------
+        >>> model.annotate(query, unknown_threshold=0.7)
+        >>> query.obs[["scbignn", "scbignn_confidence", "scbignn_novelty"]].head()
+        >>> sc.pl.umap(query, color="scbignn")  # "Unknown" in grey
         """
         target = self._target(adata)
         result = self.get_annotation(

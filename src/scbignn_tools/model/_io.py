@@ -53,6 +53,11 @@ class SaveLoadMixin:
             which :meth:`annotate` says). ``docs/model_format.md`` has the accuracy cost of each.
         **anndata_write_kwargs
             Passed on to the AnnData's writer.
+
+        Examples
+        --------
+        >>> model.save("my_reference", overwrite=True)
+        >>> model.save("my_reference_small", reference_cells=200)  # 200 labelled cells per type
         """
         saved = self._to_saved(reference_cells)
         extra = None
@@ -103,6 +108,10 @@ class SaveLoadMixin:
         -------
         SCBiGNN
             The model, trained, with ``adata`` (or the saved cells' AnnData) registered.
+
+        Examples
+        --------
+        >>> model = scbignn.model.SCBiGNN.load("my_reference", adata=adata)
         """
         if backup_url is not None:
             raise ValueError("backup_url is not supported; download the folder and pass its path.")
@@ -132,6 +141,11 @@ class SaveLoadMixin:
         -------
         dict
             The registry, as scvi-tools' ``load_registry`` returns it.
+
+        Examples
+        --------
+        >>> registry = scbignn.model.SCBiGNN.load_registry("my_reference")
+        >>> registry["setup_args"]["labels_key"]
         """
         return read_folder(dir_path, prefix).attributes["registry_"]
 
@@ -145,6 +159,10 @@ class SaveLoadMixin:
             The folder.
         prefix
             Prefix of the file names.
+
+        Examples
+        --------
+        >>> scbignn.model.SCBiGNN.view_setup_args("my_reference")
         """
         rich.print(SaveLoadMixin.load_registry(dir_path, prefix)["setup_args"])
 
@@ -176,6 +194,10 @@ class SaveLoadMixin:
             Replace a model already in ``output_dir_path``.
         prefix
             Prefix of the old folder's file names (the new folder uses the same).
+
+        Examples
+        --------
+        >>> scbignn.model.SCBiGNN.convert_pickled_save("old_model", "new_model", trust_pickle=True)
         """
         if not trust_pickle:
             raise ValueError(

@@ -221,6 +221,11 @@ class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixi
         Returns
         -------
         Labels (``soft=False``) or a cells x cell types DataFrame of probabilities.
+
+        Examples
+        --------
+        >>> labels = model.predict(query)
+        >>> probabilities = model.predict(query, soft=True)  # cells x cell types
         """
         cells = self._cells(adata)
         out = self._infer(cells, model == "p", remove_query_shift, batch_size)
@@ -250,6 +255,11 @@ class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixi
         -------
         numpy.ndarray
             Cells x features, in the order of ``adata``'s cells.
+
+        Examples
+        --------
+        >>> adata.obsm["X_scbignn"] = model.get_latent_representation()
+        >>> sc.pp.neighbors(adata, use_rep="X_scbignn")
         """
         if representation == "h_prime" and self.reference_ is None and self.is_trained_:
             raise ValueError("This model was saved without reference cells: no h_prime.")
@@ -282,6 +292,11 @@ class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixi
         -------
         pandas.Series or pandas.DataFrame
             A Series over the model's genes, or a genes x groups DataFrame.
+
+        Examples
+        --------
+        >>> model.get_gene_importance().nlargest(10)
+        >>> per_type = model.get_gene_importance(groupby="prediction")  # genes x types
         """
         target = self._target(adata)
         cells = self._cells(target)

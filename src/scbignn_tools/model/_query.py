@@ -51,6 +51,10 @@ class QueryMixin:
         -------
         anndata.AnnData
             A new AnnData; ``adata`` itself is left as it was.
+
+        Examples
+        --------
+        >>> padded = scbignn.model.SCBiGNN.prepare_query_anndata(query, "my_reference")
         """
         if adata.n_obs == 0:
             raise ValueError("The query AnnData has no cells; there is nothing to annotate.")
@@ -96,6 +100,13 @@ class QueryMixin:
         Returns
         -------
         A trained :class:`SCBiGNN` whose AnnData is ``adata``.
+
+        Examples
+        --------
+        >>> qmodel = scbignn.model.SCBiGNN.load_query_data(query, "my_reference")
+        >>> qmodel.annotate()  # inductive: writes into query
+        >>> qmodel.train()  # or transductive: EM on reference and query cells
+        >>> qmodel.annotate()
         """
         saved = _saved(reference)
         setup = Setup.from_registry(saved.attributes["registry_"])

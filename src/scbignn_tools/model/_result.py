@@ -122,6 +122,10 @@ class AnnotationResult:
         """A table with a row per cell: label, confidence, novelty, q_phi's label, probabilities.
 
         The probability columns are named ``p_<cell type>``.
+
+        Examples
+        --------
+        >>> model.get_annotation(query).to_df().to_csv("labels.csv")
         """
         table = pd.DataFrame(
             {
@@ -189,6 +193,11 @@ class AnnotationResult:
             cells are light grey.
         ``uns[key_added]``
             The classes and the settings of the call (a threshold that is off is NaN).
+
+        Examples
+        --------
+        >>> result = model.get_annotation(query)
+        >>> result.to_adata(query, key_added="scbignn")
         """
         target = adata.copy() if copy else adata
         rna = target[mod] if isinstance(target, MuData) else target

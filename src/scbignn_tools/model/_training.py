@@ -123,6 +123,12 @@ class TrainingMixin:
         -----
         Training is all or nothing: when ``train()`` raises or is interrupted (Ctrl-C), the
         model is left exactly as it was before the call, and the exception says so.
+
+        Examples
+        --------
+        >>> model = scbignn.model.SCBiGNN(adata)
+        >>> model.train()
+        >>> model.history_.groupby("stage")["validation_accuracy"].last()
         """
         args = locals()
         config = EMConfig(**{f.name: args[f.name] for f in fields(EMConfig)})

@@ -89,6 +89,10 @@ def em_history(
     -------
     list of matplotlib.axes.Axes or None
         The axes (loss, then accuracy if any) if ``show`` is false, else ``None``.
+
+    Examples
+    --------
+    >>> scbignn.pl.em_history(model, save="history.png")
     """
     if not model.is_trained_:
         raise RuntimeError("The model is not trained yet; run model.train() first.")
@@ -157,6 +161,11 @@ def reliability(
     matplotlib.axes.Axes or None
         The axes if ``show`` is false, else ``None``. Each point is labelled with its number
         of cells; the title gives the expected calibration error and the number of cells.
+
+    Examples
+    --------
+    >>> model.annotate(adata)
+    >>> scbignn.pl.reliability(adata[hidden], "cell_type")
     """
     classes = pd.Index(_annotation(adata, key)["classes"])
     if labels_key not in adata.obs:
@@ -203,6 +212,11 @@ def top_genes(adata: AnnData, *, key: str = "scbignn", n_genes: int = 5) -> dict
     dict
         Cell type to its genes, most important first, for the types some cell was predicted
         as.
+
+    Examples
+    --------
+    >>> model.annotate(adata)
+    >>> scbignn.pl.top_genes(adata, n_genes=5)["B"]
     """
     classes = _annotation(adata, key)["classes"]
     if f"{key}_importance" not in adata.varm:
@@ -249,6 +263,11 @@ def gene_importance(
     Returns
     -------
     What :func:`scanpy.pl.dotplot` returns for ``show``.
+
+    Examples
+    --------
+    >>> model.annotate(adata)
+    >>> scbignn.pl.gene_importance(adata, n_genes=3)
     """
     import anndata as ad
     import scanpy as sc
