@@ -35,10 +35,12 @@ def batch(rng, n_cells, n_genes, width, heads=2, layers=2):
 def test_accumulator_equals_the_average_over_cells_holding_both_genes():
     rng = np.random.default_rng(0)
     acc = AttentionAccumulator(12)
+    eager = AttentionAccumulator(12, buffer_size=1)  # adds up every batch at once
     expected_total = []
     for _ in range(3):  # several batches, padded to different widths
         genes, mask, lengths, attentions = batch(rng, 5, 12, int(rng.integers(3, 8)))
         acc(None, genes, mask, attentions)
+        eager(None, genes, mask, attentions)
         expected_total.append((genes, lengths, attentions))
     # brute force over all batches at once
     total, count = np.zeros((12, 12)), np.zeros((12, 12))
@@ -53,6 +55,7 @@ def test_accumulator_equals_the_average_over_cells_holding_both_genes():
     expected = np.where(count > 0, total / np.maximum(count, 1), 0.0)
     np.testing.assert_allclose(acc.matrix(), expected, rtol=1e-5, atol=1e-7)
     assert not np.isnan(acc.matrix()).any()  # padding never leaks in
+    np.testing.assert_allclose(eager.matrix(), acc.matrix(), rtol=1e-6)
     np.testing.assert_allclose(acc.importance(), expected.sum(0), rtol=1e-5)
 
 

@@ -51,6 +51,8 @@ class OwnQuery:
 
     cells: Cells
     shift: torch.Tensor
+    logits_q: np.ndarray
+    h: np.ndarray
 
 
 class Predictor:
@@ -107,7 +109,7 @@ class Predictor:
         their own (:meth:`shift`).
         """
         sets, x = GeneSets(cells.x), self.standardize(cells.x)
-        logits_q, h = q_inference(self.module, sets, x, None, batch_size, self.device)
+        logits_q, h = self._q(cells, sets, x, batch_size, own)
         cal = self.calibration
         out = Inference(sets, x, h, softmax(logits_q / cal.temperature_q))
         if not with_p:
@@ -147,6 +149,19 @@ class Predictor:
         out.probs_p, out.h_prime = softmax(logits / cal.temperature_p), h_prime
         return out
 
+    def _q(self, cells: Cells, sets: GeneSets, x: torch.Tensor, batch_size: int, own):
+        """q_phi's logits and ``h``; cells of ``own`` (same name and expression) reuse its pass."""
+        if own is None:
+            return q_inference(self.module, sets, x, None, batch_size, self.device)
+        found = match_cells(cells.names, cells.x, own.cells.names, own.cells.x)
+        rest, hit = np.flatnonzero(found < 0), np.flatnonzero(found >= 0)
+        logits = np.empty((len(cells), own.logits_q.shape[1]), np.float32)
+        h = np.empty((len(cells), own.h.shape[1]), np.float32)
+        if len(rest):
+            logits[rest], h[rest] = q_inference(self.module, sets, x, rest, batch_size, self.device)
+        logits[hit], h[hit] = own.logits_q[found[hit]], own.h[found[hit]]
+        return logits, h
+
     def x_graph(self) -> torch.Tensor:
         """The graph cells' standardised expression, dense on the device (kept once computed)."""
         if self._x_graph is None:
@@ -179,8 +194,8 @@ class Predictor:
         if not len(cells):
             return None
         x = self.standardize(cells.x)
-        _, h = q_inference(self.module, GeneSets(cells.x), x, device=self.device)
-        return OwnQuery(cells, self.shift(x, h))
+        logits_q, h = q_inference(self.module, GeneSets(cells.x), x, device=self.device)
+        return OwnQuery(cells, self.shift(x, h), logits_q, h)
 
     def attention(
         self, out: Inference, groups: np.ndarray, batch_size: int = 64
@@ -192,10 +207,12 @@ class Predictor:
         codes = group_of.codes
 
         def split(rows, genes, mask, attentions):
-            for code in np.unique(codes[rows][codes[rows] >= 0]):
-                part = torch.as_tensor(np.flatnonzero(codes[rows] == code), device=genes.device)
-                acc[group_of.categories[code]](
-                    None, genes[part], mask[part], [a[part] for a in attentions]
+            summed = torch.stack(attentions).mean(dim=2).sum(dim=0)  # heads averaged, (B, L, L)
+            batch_codes = codes[rows]
+            for code in np.unique(batch_codes[batch_codes >= 0]):
+                part = torch.as_tensor(np.flatnonzero(batch_codes == code), device=genes.device)
+                acc[group_of.categories[code]].add(
+                    genes[part], mask[part], summed[part], len(attentions)
                 )
 
         q_inference(self.module, out.sets, out.x, None, batch_size, self.device, split)

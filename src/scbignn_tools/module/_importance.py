@@ -13,10 +13,11 @@ class AttentionAccumulator:
     Called by :func:`~scbignn_tools.module.q_inference` for each batch; each gene pair is
     averaged over the attention matrices in which both genes appear.
 
-    Each batch costs one ``bincount`` of its ``B x L x L`` attention values (averaged over heads
-    and summed over layers first, since every layer of a cell holds the same gene pairs) and one
-    ``B x T`` matrix product for how often each pair appears. Sums are float32; the pair counts
-    are exact up to 2^24 cells. Padding goes to an extra gene ``T`` that is dropped.
+    A batch's attention is averaged over heads and summed over layers (every layer of a cell
+    holds the same gene pairs), and its ``B x L x L`` values are kept with their gene-pair
+    indices until ``buffer_size`` values are waiting; then one ``bincount`` adds them to the
+    float32 sums and another counts the pairs. Padding goes to an extra gene ``T`` that is
+    dropped. Memory: ``2 (T + 1)^2`` float32 plus the buffer (12 bytes a value).
 
     Parameters
     ----------
@@ -24,14 +25,19 @@ class AttentionAccumulator:
         Number of model genes ``T``.
     device
         Where the ``(T + 1) x (T + 1)`` sums are kept.
+    buffer_size
+        Attention values kept before they are added up.
     """
 
-    def __init__(self, n_genes: int, device: torch.device | str = "cpu"):
-        self.n_genes = n_genes
+    def __init__(self, n_genes: int, device: torch.device | str = "cpu", buffer_size: int = 2**23):
+        self.n_genes, self.buffer_size = n_genes, buffer_size
         self.n_layers = 0
         size = (n_genes + 1) ** 2
         self.total = torch.zeros(size, dtype=torch.float32, device=device)
         self.pairs = torch.zeros(size, dtype=torch.float32, device=device)
+        self._flat: list[torch.Tensor] = []
+        self._values: list[torch.Tensor] = []
+        self._waiting = 0
 
     def __call__(
         self, rows, genes: torch.Tensor, mask: torch.Tensor, attentions: list[torch.Tensor]
@@ -39,18 +45,33 @@ class AttentionAccumulator:
         """Add a batch: ``genes`` and ``mask`` are ``(B, L)``, each attention ``(B, heads, L, L)``."""
         if not attentions or not len(genes):
             return
+        self.add(genes, mask, torch.stack(attentions).mean(dim=2).sum(dim=0), len(attentions))
+
+    def add(self, genes: torch.Tensor, mask: torch.Tensor, attention: torch.Tensor, n_layers: int):
+        """Add cells whose attention is already summed over layers, ``(B, L, L)``."""
         width = self.n_genes + 1
         padded = genes.masked_fill(~mask, self.n_genes).to(self.total.device)
-        attn = torch.stack(attentions).mean(dim=2).sum(dim=0).to(self.total)  # (B, L, L)
-        flat = (padded[:, :, None] * width + padded[:, None, :]).reshape(-1)
-        self.total += torch.bincount(flat, weights=attn.reshape(-1), minlength=width * width)
-        present = torch.zeros(len(padded), width, device=self.total.device)
-        present.scatter_(1, padded, 1.0)
-        self.pairs += (present.T @ present).reshape(-1)
-        self.n_layers = len(attentions)
+        self._flat.append((padded[:, :, None] * width + padded[:, None, :]).reshape(-1))
+        self._values.append(attention.reshape(-1).to(self.total))
+        self._waiting += self._flat[-1].numel()
+        self.n_layers = n_layers
+        if self._waiting >= self.buffer_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Add the waiting values to the sums."""
+        if not self._flat:
+            return
+        flat, values = torch.cat(self._flat), torch.cat(self._values)
+        n = self.total.numel()
+        self.total += torch.bincount(flat, weights=values, minlength=n)
+        self.pairs += torch.bincount(flat, minlength=n).to(self.pairs)
+        self._flat, self._values, self._waiting = [], [], 0
 
     def merge(self, other: AttentionAccumulator) -> AttentionAccumulator:
         """Add the sums of another accumulator (e.g. of another cell type) to this one."""
+        self.flush()
+        other.flush()
         self.total += other.total
         self.pairs += other.pairs
         self.n_layers = self.n_layers or other.n_layers
@@ -58,6 +79,7 @@ class AttentionAccumulator:
 
     def matrix(self) -> np.ndarray:
         r""":math:`\tilde{\mathbf{A}}`, ``T x T``; row ``i`` is the attention gene ``i`` pays."""
+        self.flush()
         width, t = self.n_genes + 1, self.n_genes
         total = self.total.view(width, width)[:t, :t].double()
         count = self.pairs.view(width, width)[:t, :t].double() * max(self.n_layers, 1)
