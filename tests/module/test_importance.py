@@ -35,12 +35,10 @@ def batch(rng, n_cells, n_genes, width, heads=2, layers=2):
 def test_accumulator_equals_the_average_over_cells_holding_both_genes():
     rng = np.random.default_rng(0)
     acc = AttentionAccumulator(12)
-    eager = AttentionAccumulator(12, buffer_size=1)  # adds up every batch at once
     expected_total = []
     for _ in range(3):  # several batches, padded to different widths
         genes, mask, lengths, attentions = batch(rng, 5, 12, int(rng.integers(3, 8)))
         acc(None, genes, mask, attentions)
-        eager(None, genes, mask, attentions)
         expected_total.append((genes, lengths, attentions))
     # brute force over all batches at once
     total, count = np.zeros((12, 12)), np.zeros((12, 12))
@@ -55,18 +53,24 @@ def test_accumulator_equals_the_average_over_cells_holding_both_genes():
     expected = np.where(count > 0, total / np.maximum(count, 1), 0.0)
     np.testing.assert_allclose(acc.matrix(), expected, rtol=1e-5, atol=1e-7)
     assert not np.isnan(acc.matrix()).any()  # padding never leaks in
-    np.testing.assert_allclose(eager.matrix(), acc.matrix(), rtol=1e-6)
     np.testing.assert_allclose(acc.importance(), expected.sum(0), rtol=1e-5)
 
 
-def test_merge_adds_the_cells_of_both_groups():
+def test_groups_are_accumulated_apart_in_one_pass():
     rng = np.random.default_rng(1)
-    genes, mask, lengths, attentions = batch(rng, 6, 10, 5)
-    whole, first, second = (AttentionAccumulator(10) for _ in range(3))
-    whole(None, genes, mask, attentions)
-    first(None, genes[:3], mask[:3], [a[:3] for a in attentions])
-    second(None, genes[3:], mask[3:], [a[3:] for a in attentions])
-    np.testing.assert_allclose(first.merge(second).matrix(), whole.matrix(), rtol=1e-6)
-    table = importance_table({"a": whole, "b": second}, [f"g{i}" for i in range(10)])
+    genes, mask, lengths, attentions = batch(rng, 6, 12, 5)
+    codes = np.array([0, 1, 0, -1, 1, 0], np.int8)  # as pandas codes; the fourth: no group
+    grouped = AttentionAccumulator(12, groups=["a", "b"])
+    grouped(None, genes, mask, attentions, codes)
+    for code in range(2):
+        alone = AttentionAccumulator(12)
+        cells = torch.as_tensor(np.flatnonzero(codes == code))
+        alone(None, genes[cells], mask[cells], [a[cells] for a in attentions])
+        np.testing.assert_allclose(grouped.matrix(code), alone.matrix(), rtol=1e-6)
+    pooled = AttentionAccumulator(12)
+    cells = torch.as_tensor(np.flatnonzero(codes >= 0))
+    pooled(None, genes[cells], mask[cells], [a[cells] for a in attentions])
+    np.testing.assert_allclose(grouped.importance(None), pooled.importance(), rtol=1e-5)
+    table = importance_table(grouped, [f"g{i}" for i in range(12)])
     assert list(table.columns) == ["a", "b"] and table.index.name == "gene"
-    assert table["a"].to_numpy() == pytest.approx(whole.importance())
+    assert table["b"].to_numpy() == pytest.approx(grouped.importance(1))

@@ -198,22 +198,18 @@ class Predictor:
         return OwnQuery(cells, self.shift(x, h), logits_q, h)
 
     def attention(
-        self, out: Inference, groups: np.ndarray, batch_size: int = 64
-    ) -> dict[str, AttentionAccumulator]:
-        """An :class:`~scbignn_tools.module.AttentionAccumulator` per group of cells, in one pass."""
-        names = pd.Series(groups).groupby(groups, observed=True).indices  # sorted, no NaN
-        acc = {name: AttentionAccumulator(self.module.n_genes, self.device) for name in names}
-        group_of = pd.Categorical(groups, categories=list(acc))
+        self, out: Inference, groups: np.ndarray, batch_size: int = 256
+    ) -> AttentionAccumulator:
+        """An :class:`~scbignn_tools.module.AttentionAccumulator` of the groups, in one pass.
+
+        Its groups are the distinct values of ``groups`` (sorted; missing values left out).
+        """
+        group_of = pd.Categorical(groups)
+        acc = AttentionAccumulator(self.module.n_genes, self.device, list(group_of.categories))
         codes = group_of.codes
 
-        def split(rows, genes, mask, attentions):
-            summed = torch.stack(attentions).mean(dim=2).sum(dim=0)  # heads averaged, (B, L, L)
-            batch_codes = codes[rows]
-            for code in np.unique(batch_codes[batch_codes >= 0]):
-                part = torch.as_tensor(np.flatnonzero(batch_codes == code), device=genes.device)
-                acc[group_of.categories[code]].add(
-                    genes[part], mask[part], summed[part], len(attentions)
-                )
+        def hook(rows, genes, mask, attentions):
+            acc(rows, genes, mask, attentions, codes[rows])
 
-        q_inference(self.module, out.sets, out.x, None, batch_size, self.device, split)
+        q_inference(self.module, out.sets, out.x, None, batch_size, self.device, hook)
         return acc

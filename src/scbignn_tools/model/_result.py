@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,7 +65,7 @@ class AnnotationResult:
         probabilities_q: np.ndarray,
         h: np.ndarray,
         novelty: np.ndarray,
-        attention: dict[str, AttentionAccumulator] | None,
+        attention: AttentionAccumulator | None,
         genes: list[str],
         *,
         unknown_threshold: float | None,
@@ -76,7 +75,8 @@ class AnnotationResult:
     ) -> AnnotationResult:
         """Labels with rejection, and importance tables, from the outputs of both GNNs.
 
-        ``attention`` holds an accumulator per predicted type (``None``: no importance).
+        ``attention`` is an accumulator with a group per predicted type (``None``: no
+        importance).
         Rejected cells (confidence below ``unknown_threshold`` or novelty above
         ``novelty_threshold``; ``None`` turns a test off) get ``unknown_label``.
         """
@@ -93,8 +93,7 @@ class AnnotationResult:
         importance = per_type = None
         if attention is not None:
             per_type = importance_table(attention, genes)
-            overall = functools.reduce(lambda a, b: a.merge(b), attention.values())
-            importance = pd.Series(overall.importance(), index=pd.Index(genes))
+            importance = pd.Series(attention.importance(None), index=pd.Index(genes))
         settings = {  # NaN for "off": h5ad cannot store None, and any number is a threshold
             **settings,
             "unknown_threshold": np.nan if unknown_threshold is None else unknown_threshold,

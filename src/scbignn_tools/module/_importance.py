@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 import torch
@@ -11,93 +13,94 @@ class AttentionAccumulator:
     r"""Running gene x gene average :math:`\tilde{\mathbf{A}}` of attention over heads, layers and cells.
 
     Called by :func:`~scbignn_tools.module.q_inference` for each batch; each gene pair is
-    averaged over the attention matrices in which both genes appear.
+    averaged over the attention matrices in which both genes appear, separately for each group
+    of cells (e.g. each predicted type) in one pass.
 
     A batch's attention is averaged over heads and summed over layers (every layer of a cell
-    holds the same gene pairs), and its ``B x L x L`` values are kept with their gene-pair
-    indices until ``buffer_size`` values are waiting; then one ``bincount`` adds them to the
-    float32 sums and another counts the pairs. Padding goes to an extra gene ``T`` that is
-    dropped. Memory: ``2 (T + 1)^2`` float32 plus the buffer (12 bytes a value).
+    holds the same gene pairs); its ``B x L x L`` values are added to float32 sums with one
+    ``index_add_``, and another counts the pairs. Padding goes to an extra gene ``T`` that is
+    dropped. Memory: ``2 G (T + 1)^2`` float32 for ``G`` groups.
 
     Parameters
     ----------
     n_genes
         Number of model genes ``T``.
     device
-        Where the ``(T + 1) x (T + 1)`` sums are kept.
-    buffer_size
-        Attention values kept before they are added up.
+        Where the sums are kept.
+    groups
+        Names of the groups; cells are assigned to them by index (``codes``).
     """
 
-    def __init__(self, n_genes: int, device: torch.device | str = "cpu", buffer_size: int = 2**23):
-        self.n_genes, self.buffer_size = n_genes, buffer_size
+    def __init__(
+        self,
+        n_genes: int,
+        device: torch.device | str = "cpu",
+        groups: Sequence[str] = ("all",),
+    ):
+        self.n_genes, self.groups = n_genes, list(groups)
         self.n_layers = 0
-        size = (n_genes + 1) ** 2
+        size = (len(self.groups), (n_genes + 1) ** 2)
         self.total = torch.zeros(size, dtype=torch.float32, device=device)
         self.pairs = torch.zeros(size, dtype=torch.float32, device=device)
-        self._flat: list[torch.Tensor] = []
-        self._values: list[torch.Tensor] = []
-        self._waiting = 0
 
     def __call__(
-        self, rows, genes: torch.Tensor, mask: torch.Tensor, attentions: list[torch.Tensor]
+        self,
+        rows,
+        genes: torch.Tensor,
+        mask: torch.Tensor,
+        attentions: list[torch.Tensor],
+        codes: np.ndarray | None = None,
     ) -> None:
-        """Add a batch: ``genes`` and ``mask`` are ``(B, L)``, each attention ``(B, heads, L, L)``."""
+        """Add a batch: ``genes`` and ``mask`` are ``(B, L)``, each attention ``(B, heads, L, L)``.
+
+        ``codes`` gives each cell's group (index into ``groups``; -1 leaves the cell out);
+        ``None`` puts every cell in the first group.
+        """
         if not attentions or not len(genes):
             return
-        self.add(genes, mask, torch.stack(attentions).mean(dim=2).sum(dim=0), len(attentions))
-
-    def add(self, genes: torch.Tensor, mask: torch.Tensor, attention: torch.Tensor, n_layers: int):
-        """Add cells whose attention is already summed over layers, ``(B, L, L)``."""
+        device = self.total.device
         width = self.n_genes + 1
-        padded = genes.masked_fill(~mask, self.n_genes).to(self.total.device)
-        self._flat.append((padded[:, :, None] * width + padded[:, None, :]).reshape(-1))
-        self._values.append(attention.reshape(-1).to(self.total))
-        self._waiting += self._flat[-1].numel()
-        self.n_layers = n_layers
-        if self._waiting >= self.buffer_size:
-            self.flush()
+        summed = torch.stack(attentions).mean(dim=2).sum(dim=0).to(device, torch.float32)
+        padded = genes.masked_fill(~mask, self.n_genes).to(device)
+        flat = padded[:, :, None] * width + padded[:, None, :]  # (B, L, L)
+        if codes is not None:
+            codes = torch.as_tensor(np.asarray(codes, dtype=np.int64), device=device)
+            keep = codes >= 0
+            flat, summed = flat[keep] + (codes[keep] * width**2)[:, None, None], summed[keep]
+        flat, values = flat.reshape(-1), summed.reshape(-1)
+        self.total.view(-1).index_add_(0, flat, values)
+        self.pairs.view(-1).index_add_(0, flat, torch.ones_like(values))
+        self.n_layers = len(attentions)
 
-    def flush(self) -> None:
-        """Add the waiting values to the sums."""
-        if not self._flat:
-            return
-        flat, values = torch.cat(self._flat), torch.cat(self._values)
-        n = self.total.numel()
-        self.total += torch.bincount(flat, weights=values, minlength=n)
-        self.pairs += torch.bincount(flat, minlength=n).to(self.pairs)
-        self._flat, self._values, self._waiting = [], [], 0
-
-    def merge(self, other: AttentionAccumulator) -> AttentionAccumulator:
-        """Add the sums of another accumulator (e.g. of another cell type) to this one."""
-        self.flush()
-        other.flush()
-        self.total += other.total
-        self.pairs += other.pairs
-        self.n_layers = self.n_layers or other.n_layers
-        return self
-
-    def matrix(self) -> np.ndarray:
-        r""":math:`\tilde{\mathbf{A}}`, ``T x T``; row ``i`` is the attention gene ``i`` pays."""
-        self.flush()
+    def _mean(self, group: int | None) -> torch.Tensor:
         width, t = self.n_genes + 1, self.n_genes
-        total = self.total.view(width, width)[:t, :t].double()
-        count = self.pairs.view(width, width)[:t, :t].double() * max(self.n_layers, 1)
-        mean = torch.where(count > 0, total / count.clamp(min=1), 0.0)
-        return mean.cpu().numpy()
+        total = self.total.sum(0) if group is None else self.total[group]
+        pairs = self.pairs.sum(0) if group is None else self.pairs[group]
+        total = total.view(width, width)[:t, :t]
+        count = pairs.view(width, width)[:t, :t] * max(self.n_layers, 1)
+        return torch.where(count > 0, total / count.clamp(min=1), 0.0)
 
-    def importance(self) -> np.ndarray:
-        r"""Scores :math:`s_j = \sum_i \tilde A_{ij}`, the attention gene ``j`` receives."""
-        return self.matrix().sum(axis=0)
+    def matrix(self, group: int | None = 0) -> np.ndarray:
+        r""":math:`\tilde{\mathbf{A}}` of a group (``None``: all groups), ``T x T``.
+
+        Row ``i`` is the attention gene ``i`` pays.
+        """
+        return self._mean(group).cpu().numpy()
+
+    def importance(self, group: int | None = 0) -> np.ndarray:
+        r"""Scores :math:`s_j = \sum_i \tilde A_{ij}`, the attention gene ``j`` receives.
+
+        For one group, or with ``group=None`` for all cells of all groups together.
+        """
+        return self._mean(group).sum(dim=0).cpu().numpy()
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(n_genes={self.n_genes})"
+        return f"{self.__class__.__name__}(n_genes={self.n_genes}, groups={len(self.groups)})"
 
 
-def importance_table(
-    accumulators: dict[str, AttentionAccumulator], genes: list[str]
-) -> pd.DataFrame:
-    """Genes x groups table of the importance scores of an accumulator per group of cells."""
+def importance_table(accumulator: AttentionAccumulator, genes: list[str]) -> pd.DataFrame:
+    """Genes x groups table of the importance scores of each group of an accumulator."""
     return pd.DataFrame(
-        {k: a.importance() for k, a in accumulators.items()}, index=pd.Index(genes, name="gene")
+        {name: accumulator.importance(i) for i, name in enumerate(accumulator.groups)},
+        index=pd.Index(genes, name="gene"),
     )
