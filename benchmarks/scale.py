@@ -182,13 +182,14 @@ def exponent(rows: pd.DataFrame, column: str) -> float:
 
 
 def markdown(rows: pd.DataFrame, header: str) -> str:
-    cols = [c for c in rows.columns if c != "method"]
     lines = [header, ""]
     for method, part in rows.groupby("method", sort=False):
+        part = part.dropna(axis=1, how="all")
+        cols = [c for c in part.columns if c != "method"]
         lines += [f"### {method}", "", "| " + " | ".join(cols) + " |"]
         lines.append("|" + "---|" * len(cols))
         for _, r in part.iterrows():
-            lines.append("| " + " | ".join("" if pd.isna(r[c]) else str(r[c]) for c in cols) + " |")
+            lines.append("| " + " | ".join(f"{r[c]:g}" for c in cols) + " |")
         if method == "scbignn" and part["cells"].nunique() > 1:
             lines.append("")
             lines.append(

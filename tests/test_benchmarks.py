@@ -59,3 +59,23 @@ def test_markdown_marks_a_method_short_of_folds(monkeypatch):
     assert "### d (5 folds)" in text
     assert "| partial (2 of 5 folds) |" in text
     assert "| full |" in text
+
+
+def test_scale_resamples_real_cells_with_thinned_counts(monkeypatch, baron):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import numpy as np
+    from scale import hidden_split, resample
+
+    same = resample(baron, baron.n_obs)
+    assert same.shape == baron.shape
+    big = resample(baron, 3 * baron.n_obs, seed=1)
+    assert big.n_obs <= 3 * baron.n_obs and big.n_obs > 2.9 * baron.n_obs  # empty cells dropped
+    assert big.obs_names.is_unique and (big.var_names == baron.var_names).all()
+    depth, source = np.asarray(big.X.sum(1)).ravel(), np.asarray(baron.X.sum(1)).ravel()
+    assert depth.max() <= source.max() and 0.55 < depth.mean() / source.mean() < 1.0  # thinned
+    assert np.array_equal(big.X.data, np.round(big.X.data))  # still counts
+    shares = big.obs["cell_type"].value_counts(normalize=True)
+    expected = baron.obs["cell_type"].value_counts(normalize=True)
+    assert (shares.reindex(expected.index).fillna(0) - expected).abs().max() < 0.02
+    hidden = hidden_split(big.obs["cell_type"].astype(str).to_numpy())
+    assert abs(len(hidden) - 0.2 * big.n_obs) <= 1 and np.unique(hidden).size == len(hidden)
