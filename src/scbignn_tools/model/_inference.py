@@ -109,7 +109,7 @@ class Predictor:
         their own (:meth:`shift`).
         """
         sets, x = GeneSets(cells.x), self.standardize(cells.x)
-        logits_q, h = self._q(cells, sets, x, batch_size, own)
+        logits_q, h, in_own = self._q(cells, sets, x, batch_size, own)
         cal = self.calibration
         out = Inference(sets, x, h, softmax(logits_q / cal.temperature_q))
         if not with_p:
@@ -128,10 +128,7 @@ class Predictor:
             x_new, h_new = x[new], h[new]
             shift = torch.zeros_like(x[0])
             if remove_shift:
-                mine = own is not None and np.all(
-                    match_cells(cells.names[new], cells.x[new], own.cells.names, own.cells.x) >= 0
-                )
-                shift = own.shift if mine else self.shift(x_new, h_new)
+                shift = own.shift if np.all(in_own[new]) else self.shift(x_new, h_new)
             x_new = x_new - shift
             adj = graph.extend(graph.coords_of(x_new, h_new))
             logits, h_prime = p_inference(
@@ -150,9 +147,13 @@ class Predictor:
         return out
 
     def _q(self, cells: Cells, sets: GeneSets, x: torch.Tensor, batch_size: int, own):
-        """q_phi's logits and ``h``; cells of ``own`` (same name and expression) reuse its pass."""
+        """q_phi's logits and ``h``, and which cells belong to ``own``.
+
+        Cells of ``own`` (same name and expression) reuse its pass.
+        """
         if own is None:
-            return q_inference(self.module, sets, x, None, batch_size, self.device)
+            logits, h = q_inference(self.module, sets, x, None, batch_size, self.device)
+            return logits, h, np.zeros(len(cells), bool)
         found = match_cells(cells.names, cells.x, own.cells.names, own.cells.x)
         rest, hit = np.flatnonzero(found < 0), np.flatnonzero(found >= 0)
         logits = np.empty((len(cells), own.logits_q.shape[1]), np.float32)
@@ -160,7 +161,7 @@ class Predictor:
         if len(rest):
             logits[rest], h[rest] = q_inference(self.module, sets, x, rest, batch_size, self.device)
         logits[hit], h[hit] = own.logits_q[found[hit]], own.h[found[hit]]
-        return logits, h
+        return logits, h, found >= 0
 
     def x_graph(self) -> torch.Tensor:
         """The graph cells' standardised expression, dense on the device (kept once computed)."""
