@@ -1,7 +1,7 @@
 """Paper section 2: input checks, log-normalisation, gene selection and gene alignment."""
 
 from ._gene_sets import GeneSets
-from ._genes import align_genes, model_input
+from ._genes import align_genes, gene_columns, model_input
 from ._preprocessing import (
     SEURAT_V3_SPANS,
     DataFormat,
@@ -17,6 +17,7 @@ __all__ = [
     "GeneSelection",
     "GeneSets",
     "align_genes",
+    "gene_columns",
     "check_expression",
     "log_normalize",
     "model_input",

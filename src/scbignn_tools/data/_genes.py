@@ -53,8 +53,12 @@ def model_input(
     X, var_names: Sequence[str], genes: Sequence[str], data_format: DataFormat
 ) -> sparse.csr_matrix:
     """Normalised expression of ``genes`` (columns in that order; missing genes are zero)."""
+    return gene_columns(log_normalize(X, data_format), var_names, genes)
+
+
+def gene_columns(X_norm, var_names: Sequence[str], genes: Sequence[str]) -> sparse.csr_matrix:
+    """Columns ``genes`` of already normalised data (:func:`~scbignn_tools.data.model_input` after normalising)."""
     cols = align_genes(var_names, genes)
-    X_norm = log_normalize(X, data_format)
     out = X_norm[:, np.where(cols >= 0, cols, 0)]
     if np.any(cols < 0):
         out = out @ sparse.diags((cols >= 0).astype(np.float32))

@@ -12,7 +12,7 @@ from mudata import MuData
 from scvi import REGISTRY_KEYS
 from scvi.model.base import BaseModelClass
 
-from scbignn_tools.data import DataFormat, log_normalize, model_input, select_genes
+from scbignn_tools.data import DataFormat, gene_columns, log_normalize, select_genes
 from scbignn_tools.graph import ReferenceGraph
 from scbignn_tools.module import (
     SCBiGNNModule,
@@ -135,11 +135,13 @@ class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixi
         if cell_graph not in ("expression", "q"):
             raise ValueError(f"cell_graph must be 'expression' or 'q', not {cell_graph!r}.")
         self._setup = Setup.from_registry(self.registry_)
-        X = var_names = None
+        X = var_names = x_norm = None
         if adata is not None:
             rna = self._setup.rna(adata)
             X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
             var_names = rna.var_names
+            if genes is None or registry is None:  # once, for the genes and their statistics
+                x_norm = log_normalize(X, self._data_format)
         self.gene_selection_ = "given"  # the ranking that chose the genes, saved with the model
         if genes is None:
             if X is None:
@@ -147,9 +149,7 @@ class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixi
             if gene_selection == "auto":
                 gene_selection = "seurat_v3" if self._data_format == "counts" else "cell_ranger"
             counts = X if self._data_format == "counts" else None
-            selection = select_genes(
-                log_normalize(X, self._data_format), var_names, n_top_genes, gene_selection, counts
-            )
+            selection = select_genes(x_norm, var_names, n_top_genes, gene_selection, counts)
             genes, self.gene_selection_ = selection.genes, selection.describe()
         genes = [str(g) for g in genes]
         self.n_neighbors = n_neighbors
@@ -172,7 +172,7 @@ class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixi
             )
         if X is not None and registry is None:  # per-gene statistics that standardise p_theta's
             # input; a model rebuilt from a saved registry takes them from its saved weights
-            x = model_input(X, var_names, genes, self._data_format)
+            x = gene_columns(x_norm, var_names, genes)
             mean = np.asarray(x.mean(axis=0)).ravel()
             std = np.sqrt(np.maximum(np.asarray(x.multiply(x).mean(axis=0)).ravel() - mean**2, 0))
             self.module.gene_mean.copy_(torch.as_tensor(mean))
