@@ -5,7 +5,9 @@ Regenerate (about 36 minutes on 2 cores)::
     .venv/bin/pip install -e ".[benchmark]"
     .venv/bin/python benchmarks/query_kang.py --out benchmarks/results
 
-``--train-kwargs '{"class_balance": 0}'`` trains scBiGNN with other settings (written in the
+``--update`` keeps the rows of the methods not run from the tables already in ``--out``
+(``--methods scanvi --held-out '' --update`` reruns scANVI alone). ``--train-kwargs
+'{"class_balance": 0}'`` trains scBiGNN with other settings (written in the
 table); with ``--methods scbignn --held-out ''`` only its rows are computed.
 
 Writes ``kang_query.csv`` and ``kang_query.md`` (accuracy, macro-F1, wall time and peak memory
@@ -93,12 +95,13 @@ def run_celltypist(ref, query):
     return pred, time.perf_counter() - t0
 
 
-def run_scanvi(ref, query):
+def run_scanvi(ref, query, n_samples_per_label=None):
     t0 = time.perf_counter()
     both = ad.concat({"CTRL": ref, "STIM": query}, label="stim_set", index_unique=None)
     stim = np.flatnonzero(both.obs["stim_set"].to_numpy() == "STIM")  # labels never seen
     labels = np.concatenate([ref.obs[KEY].astype(str), np.full(query.n_obs, "Unknown")])
-    return baselines.scanvi_predict(both, labels, stim), time.perf_counter() - t0
+    pred = baselines.scanvi_predict(both, labels, stim, n_samples_per_label=n_samples_per_label)
+    return pred, time.perf_counter() - t0
 
 
 def held_out_type(ctrl, stim, cell_type: str, train_kwargs: dict) -> tuple[pd.DataFrame, dict]:
@@ -156,7 +159,12 @@ def main() -> None:
         ),
     )
     parser.add_argument("--out", default="benchmarks/results")
-    parser.add_argument("--methods", default="scbignn,logreg,celltypist,scanvi")
+    parser.add_argument("--methods", default="scbignn,logreg,celltypist,scanvi,scanvi_100")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="keep the other methods' rows of the kang_query table already in --out",
+    )
     parser.add_argument(
         "--held-out", default="B", help="cell type left out of the reference ('' to skip)"
     )
@@ -195,7 +203,8 @@ def main() -> None:
             }
         )
         print(rows[-1], flush=True)
-        pd.DataFrame(rows).to_csv(out / "kang_query.csv", index=False)  # kept if a later step fails
+        partial = "kang_query.partial.csv" if args.update else "kang_query.csv"
+        pd.DataFrame(rows).to_csv(out / partial, index=False)  # kept if a later step fails
 
     methods = [m for m in args.methods.split(",") if m]
     if "scbignn" in methods:
@@ -220,21 +229,45 @@ def main() -> None:
         score(
             "scANVI (STIM unlabelled)",
             *run_scanvi(ctrl, query),
-            "2000 seurat_v3 HVGs; scVI 100 + scANVI 20 epochs",
+            "2000 seurat_v3 HVGs; scVI 100 + scANVI 20 epochs; every labelled cell "
+            "(scvi-tools' default)",
+        )
+    if "scanvi_100" in methods:
+        score(
+            "scANVI, 100 labelled cells per type (STIM unlabelled)",
+            *run_scanvi(ctrl, query, n_samples_per_label=100),
+            "2000 seurat_v3 HVGs; scVI 100 + scANVI 20 epochs; n_samples_per_label=100",
         )
     table = pd.DataFrame(rows)
+    command = f"`python benchmarks/query_kang.py {shlex.join(sys.argv[1:])}`"
+    header = f"Command: {command}."
+    kept = []  # lines of the earlier table that stay true
+    if args.update and (out / "kang_query.csv").exists():
+        old = pd.read_csv(out / "kang_query.csv")
+        old = old[~old["method"].isin(table["method"])]
+        table = pd.concat([old, table], ignore_index=True)
+        earlier = (out / "kang_query.md").read_text().splitlines()
+        first = next((ln for ln in earlier if ln.startswith("Command:")), "")
+        date = first.split("Date: ")[-1].split(".")[0] if "Date: " in first else "?"
+        header = (
+            f"{first.split('. Machine:')[0]} ({date}); rows of {', '.join(row['method'] for row in rows)} "
+            f"updated by {command} on {datetime.date.today()}."
+        )
+        if "scbignn" not in methods:
+            kept = [ln for ln in earlier if ln.startswith("Calibration of")]
     if methods:
         table.to_csv(out / "kang_query.csv", index=False)
 
     lines = [
         "# Kang 2018 PBMC: train on CTRL, annotate STIM",
         "",
-        f"Command: `python benchmarks/query_kang.py {shlex.join(sys.argv[1:])}`. Machine: {os.cpu_count()} CPU cores, "
+        f"{header} Machine: {os.cpu_count()} CPU cores, "
         f"{platform.machine()}, torch {torch.__version__} ({torch.get_num_threads()} threads), no GPU. "
         f"Date: {datetime.date.today()}. CTRL: {ctrl.n_obs} cells, STIM: {stim.n_obs} cells, {len(set(truth))} types.",
         "",
         table.to_markdown(index=False),
     ]
+    lines += [""] + kept if kept else []
     if "scbignn" in methods and cal.ece_p_after is not None:
         lines += [
             "",
