@@ -257,6 +257,7 @@ def main() -> None:
             kept = [ln for ln in earlier if ln.startswith("Calibration of")]
     if methods:
         table.to_csv(out / "kang_query.csv", index=False)
+        (out / "kang_query.partial.csv").unlink(missing_ok=True)
 
     lines = [
         "# Kang 2018 PBMC: train on CTRL, annotate STIM",
