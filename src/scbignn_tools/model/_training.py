@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import os
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
 
 from scbignn_tools.data import GeneSets
 from scbignn_tools.graph import ReferenceGraph, expression_basis, graph_coords, knn_graph
 from scbignn_tools.graph import row_normalized_adjacency as normalized
 from scbignn_tools.module import PseudoLabels, p_inference, q_inference
-from scbignn_tools.train import EMConfig, EMData, EMTrainer, calibrate, validation_split
+from scbignn_tools.train import (
+    EMConfig,
+    EMData,
+    EMTrainer,
+    Engine,
+    calibrate,
+    scvi_history,
+    validation_split,
+)
 
 from ._anndata import Cells, check_training_labels
 from ._inference import Predictor, standardize
@@ -42,11 +51,19 @@ class TrainingMixin:
         class_balance: float = _EM.class_balance,
         knn_method: Literal["auto", "exact", "pynndescent"] = _EM.knn_method,
         validation_size: float = 0.1,
+        max_epochs: int | None = None,
+        early_stopping: bool = _EM.early_stopping,
+        early_stopping_patience: int = _EM.early_stopping_patience,
+        p_validation_every: int = _EM.p_validation_every,
         accelerator: str = "auto",
-        devices: int | str = "auto",
+        devices: int | str | list[int] = "auto",
+        strategy: str = "auto",
         progress_bar: bool = True,
         checkpoint_path: str | os.PathLike | None = None,
         resume: bool = False,
+        plan_kwargs: dict | None = None,
+        trainer_kwargs: dict | None = None,
+        **kwargs,
     ) -> None:
         """Pre-train q_phi on the labelled cells, then run EM (paper section 3.5).
 
@@ -70,7 +87,7 @@ class TrainingMixin:
         q_epochs
             Epochs of q_phi in each E-step.
         p_epochs
-            Full-graph steps of p_theta in each M-step.
+            Full-graph steps of p_theta in each M-step (each is one Lightning epoch).
         lr_q
             Peak learning rate of q_phi (AdamW; one warm-up and cosine decay over pre-training
             and all E-steps).
@@ -103,14 +120,32 @@ class TrainingMixin:
         knn_method
             ``"exact"`` (sklearn), ``"pynndescent"`` or ``"auto"`` (exact up to 50,000 cells).
         validation_size
-            Share of the labelled cells held out (their labels hidden) to measure accuracy and
-            fit the calibration.
+            Share of the labelled cells held out (their labels hidden) to measure accuracy, stop
+            early and fit the calibration.
+        max_epochs
+            Upper bound on the epochs of every q_phi phase: caps ``pretrain_epochs`` and
+            ``q_epochs`` (scvi-tools' argument). ``None`` leaves them.
+        early_stopping
+            End each phase when the held-out cells' loss stops falling (without held-out cells,
+            every phase runs its full length).
+        early_stopping_patience
+            Validation checks without a lower held-out loss before a phase ends: epochs for
+            q_phi, checks every ``p_validation_every`` steps for p_theta.
+        p_validation_every
+            p_theta's held-out loss is measured every this many steps.
         accelerator
             ``"auto"``, ``"cpu"``, ``"gpu"``..., as in scvi-tools.
         devices
-            Device(s) to use, as in scvi-tools; training uses one.
+            Device(s) to use, as in scvi-tools; with ``strategy="ddp"`` and several devices,
+            each process trains q_phi on its share of every epoch's batches (p_theta's
+            full-graph steps are repeated in each).
+        strategy
+            Lightning's strategy, such as ``"ddp"`` for several devices. In a script, Lightning
+            starts the other processes by running the script again; in a notebook use
+            ``"ddp_notebook"``.
         progress_bar
-            Show a progress bar.
+            Show one progress bar over all phases (in epochs; an M-step's full-graph steps count
+            as epochs).
         checkpoint_path
             Write the training state to this file after pre-training and after every M- and
             E-step (tensors and plain values, no pickle).
@@ -118,6 +153,15 @@ class TrainingMixin:
             Continue from ``checkpoint_path`` when it exists (after an interruption, say): the
             run then ends as the uninterrupted one would. The checkpoint must come from the
             same cells and settings.
+        plan_kwargs
+            Settings of the training plans, by name: any of the arguments above from
+            ``n_em_iterations`` to ``p_validation_every`` (such as ``{"lr_q": 1e-3}``); they
+            take precedence over the arguments.
+        trainer_kwargs
+            Further arguments of :class:`scvi.train.Trainer` and Lightning's ``Trainer``
+            (``callbacks``, ``precision``, ``logger``...).
+        **kwargs
+            Merged into ``trainer_kwargs``, as scvi-tools' ``train`` does.
 
         Notes
         -----
@@ -131,19 +175,44 @@ class TrainingMixin:
         >>> model.history_.groupby("stage")["validation_accuracy"].last()
         """
         args = locals()
-        config = EMConfig(**{f.name: args[f.name] for f in fields(EMConfig)})
-        config = config.resolved(trained=self.is_trained_)
-        device = resolve_device(accelerator, devices)
+        names = [f.name for f in fields(EMConfig)]
+        unknown = sorted(set(plan_kwargs or {}) - set(names))
+        if unknown:
+            raise ValueError(
+                f"plan_kwargs has unknown settings {unknown}; they are {', '.join(names)}."
+            )
+        settings = {name: args[name] for name in names} | dict(plan_kwargs or {})
+        if max_epochs is not None:
+            if max_epochs < 1:
+                raise ValueError(f"max_epochs must be at least 1, not {max_epochs}.")
+            settings["q_epochs"] = min(settings["q_epochs"], max_epochs)
+            if settings["pretrain_epochs"] is not None:
+                settings["pretrain_epochs"] = min(settings["pretrain_epochs"], max_epochs)
+        config = EMConfig(**settings).resolved(trained=self.is_trained_)
+        if max_epochs is not None:
+            config = replace(config, pretrain_epochs=min(config.pretrain_epochs, max_epochs))
+        engine = Engine(accelerator, devices, strategy, dict(trainer_kwargs or {}) | kwargs)
+        device = resolve_device(accelerator, devices, single=False)
         before = self._snapshot()
         try:
-            self._fit(config, validation_size, device, progress_bar, checkpoint_path, resume)
+            self._fit(
+                config, validation_size, device, progress_bar, checkpoint_path, resume, engine
+            )
         except BaseException as err:  # also Ctrl-C: never a half-trained model
             self._restore(before)
             state = "as it was before" if self.is_trained_ else "untrained, as before"
             err.add_note(f"SCBiGNN.train() did not finish: the model is {state} the call.")
             raise
 
-    def _fit(self, config, validation_size, device, progress_bar, checkpoint_path, resume):
+    @property
+    def history(self) -> dict[str, pd.DataFrame] | None:
+        """The training history in scvi-tools' form (:func:`~scbignn_tools.train.scvi_history`).
+
+        :attr:`history_` has the same numbers, one row per epoch.
+        """
+        return scvi_history(self.history_)
+
+    def _fit(self, config, validation_size, device, progress_bar, checkpoint_path, resume, engine):
         """The body of :meth:`train`: the EM run, then the frozen graph and the calibration."""
         knn_method = config.knn_method
         self.module.to(device)
@@ -165,7 +234,7 @@ class TrainingMixin:
         data = EMData(sets, x, train_labels, validation, labels[validation], coords)
         torch.manual_seed(self.seed)
         trainer = EMTrainer(
-            self.module, data, config, device, self.seed, progress_bar, self.n_neighbors
+            self.module, data, config, device, self.seed, progress_bar, self.n_neighbors, engine
         )
         self.history_ = trainer.fit(checkpoint_path, resume)
         self.is_trained_ = True

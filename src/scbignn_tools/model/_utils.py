@@ -11,10 +11,15 @@ from scvi.model._utils import parse_device_args
 from scvi.model.base._archesmixin import _pad_and_sort_query_anndata
 
 
-def resolve_device(accelerator: str = "auto", devices: int | str = "auto") -> torch.device:
-    """The torch device scvi-tools would train on for these ``accelerator``/``devices`` values."""
+def resolve_device(
+    accelerator: str = "auto", devices: int | str | list[int] = "auto", single: bool = True
+) -> torch.device:
+    """The torch device scvi-tools would use for these ``accelerator``/``devices`` values.
+
+    With ``single``, several devices are refused (prediction uses one).
+    """
     _, _, device = parse_device_args(
-        accelerator, devices, return_device="torch", validate_single_device=True
+        accelerator, devices, return_device="torch", validate_single_device=single
     )
     return device
 

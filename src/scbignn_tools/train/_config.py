@@ -32,6 +32,9 @@ class EMConfig:
     pseudo_label_threshold: float = 0.95
     class_balance: float = 0.5
     knn_method: Literal["auto", "exact", "pynndescent"] = "auto"
+    early_stopping: bool = True
+    early_stopping_patience: int = 3
+    p_validation_every: int = 10
 
     def resolved(self, trained: bool) -> EMConfig:
         """The config with ``pretrain_epochs=None`` made concrete: 0 for a trained q_phi."""

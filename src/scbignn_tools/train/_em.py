@@ -9,7 +9,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from scbignn_tools.data import GeneSets
@@ -25,6 +27,8 @@ from scbignn_tools.module import (
 )
 
 from ._config import EMConfig
+from ._engine import Engine, quiet_lightning
+from ._plans import EpochBatches, PPlan, QPlan, batch_loader, rank_and_world
 
 
 @dataclass
@@ -73,8 +77,22 @@ def _schedule(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _n_batches(n_rows: int, batch_size: int, bucket: int = 32) -> int:
+    """How many batches :meth:`GeneSets.batches` makes of ``n_rows`` cells."""
+    chunk = batch_size * bucket
+    full, rest = divmod(n_rows, chunk)
+    return full * bucket + math.ceil(rest / batch_size)
+
+
 class EMTrainer:
-    """Pre-train q_phi, then alternate M-steps (p_theta) and E-steps (q_phi), section 3.5."""
+    """Pre-train q_phi, then alternate M-steps (p_theta) and E-steps (q_phi), section 3.5.
+
+    Every phase is one ``fit`` of an scvi-tools :class:`~scvi.train.Trainer` (Lightning) on a
+    :class:`~scbignn_tools.train.QPlan` or :class:`~scbignn_tools.train.PPlan`, on the
+    accelerator, devices and strategy of ``engine``; with ``config.early_stopping`` a phase
+    ends when the loss of the held-out labelled cells has not fallen for
+    ``config.early_stopping_patience`` validation checks.
+    """
 
     def __init__(
         self,
@@ -85,8 +103,10 @@ class EMTrainer:
         seed: int,
         progress_bar: bool,
         n_neighbors: int,
+        engine: Engine | None = None,
     ):
         self.module, self.data, self.config, self.device = module, data, config, device
+        self.engine = Engine() if engine is None else engine
         self.n_neighbors = n_neighbors
         self.rng = np.random.default_rng(seed)
         self.progress_bar = progress_bar
@@ -96,81 +116,131 @@ class EMTrainer:
         self._graph_seed: int | None = None  # the seed it was built with
         self.graph = None  # the last kNN graph (scipy), for the caller to keep
         self._class_weight = None
+        self._phase = ("pretrain", 0)
         if config.class_balance:
             v = class_weights(data.labels, module.n_labels, config.class_balance)
-            self._class_weight = torch.as_tensor(v, device=device)
+            self._class_weight = torch.as_tensor(v)
 
-    # --- one step each -------------------------------------------------------------------
+    # --- one phase each ------------------------------------------------------------------
     def fit_q(
         self, stage: str, em_iteration: int, epochs: int, target_probs: np.ndarray | None
-    ) -> None:
-        """Train q_phi on true labels (weight beta) and, if given, pseudo-labels from p (Eqs. 6-7)."""
-        cfg, data, q = self.config, self.data, self.module.q
+    ) -> int:
+        """Train q_phi on true labels (weight beta) and, if given, pseudo-labels from p (Eqs. 6-7).
+
+        Returns the number of epochs run.
+        """
+        cfg, data = self.config, self.data
         labelled = np.flatnonzero(data.labels >= 0)
         rows = labelled if target_probs is None else np.arange(self.n_cells)
-        weights = torch.ones(self.n_cells, device=self.device)
-        weights[torch.as_tensor(labelled, device=self.device)] = cfg.beta
-        opt, sched = self._q_optim
-        uniform = np.full((self.n_cells, self.module.n_labels), 1.0, np.float32)
-        for epoch in range(epochs):
-            probs = uniform if target_probs is None else target_probs
-            targets = torch.as_tensor(
-                draw_targets(probs, data.labels, cfg.pseudo_labels, self.rng), device=self.device
-            )
-            q.train()
-            total = 0.0
-            for part in data.sets.batches(rows, cfg.batch_size, self.rng):
-                genes, values, mask = data.sets.batch(part, self.device, cfg.max_genes, self.rng)
-                idx = torch.as_tensor(part, device=self.device)
-                logits, _ = q(genes, values, mask, data.x[idx])
-                loss = self.module.loss(logits, targets[idx], weights[idx], self._class_weight)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += loss.item() * len(part)
-            val = self._validate_q()
-            self._record(stage, em_iteration, "q", epoch, total / len(rows), val)
+        weights = torch.ones(self.n_cells)
+        weights[torch.as_tensor(labelled)] = cfg.beta
+        probs = (
+            np.full((self.n_cells, self.module.n_labels), 1.0, np.float32)
+            if target_probs is None
+            else target_probs
+        )
+        epoch: dict = {}
 
-    def fit_p(self, stage: str, em_iteration: int, h: np.ndarray, target_probs: np.ndarray) -> None:
-        """Train p_theta on labels plus q's confident pseudo-labels (Eq. 9).
+        def draw() -> list:
+            targets = draw_targets(probs, data.labels, cfg.pseudo_labels, self.rng)
+            epoch["targets"] = torch.as_tensor(targets)
+            batches = list(data.sets.batches(rows, cfg.batch_size, self.rng))
+            seeds = self.rng.integers(2**63, size=len(batches))  # gene subsets, per batch
+            return list(zip(batches, seeds, strict=True))
+
+        def make(item) -> dict:
+            part, seed = item
+            rng = np.random.default_rng(seed)
+            out = self._q_batch(part, cfg.max_genes, rng)
+            idx = torch.as_tensor(part)
+            return out | {"targets": epoch["targets"][idx], "weights": weights[idx]}
+
+        plan = QPlan(self.module, *self._q_optim, self._class_weight, self._record)
+        train = batch_loader(make, EpochBatches(draw, _n_batches(len(rows), cfg.batch_size)))
+        return self._run(plan, train, self._q_validation(), epochs, 1)
+
+    def fit_p(self, stage: str, em_iteration: int, h: np.ndarray, target_probs: np.ndarray) -> int:
+        """Train p_theta on labels plus q's confident pseudo-labels (Eq. 9); returns its epochs.
 
         The kNN graph is built on ``data.graph_coords`` or, when these are ``None``, on q's
         ``h`` (the paper). Unlabelled cells count only where q's probability of their
-        pseudo-label reaches ``pseudo_label_threshold``.
+        pseudo-label reaches ``pseudo_label_threshold``. Each epoch is one step on the whole
+        graph.
         """
-        cfg, data, p = self.config, self.data, self.module.p
+        cfg, data = self.config, self.data
         adj = self._graph_for(h)
         weights = torch.as_tensor(
-            confident_weights(target_probs, data.labels, cfg.pseudo_label_threshold),
-            device=self.device,
+            confident_weights(target_probs, data.labels, cfg.pseudo_label_threshold)
         )
-        h_t = torch.as_tensor(h, device=self.device)
-        opt = torch.optim.AdamW(p.parameters(), lr=cfg.lr_p, weight_decay=cfg.weight_decay)
-        sched = _schedule(opt, cfg.p_epochs)
-        for epoch in range(cfg.p_epochs):
-            targets = torch.as_tensor(
-                draw_targets(target_probs, data.labels, cfg.pseudo_labels, self.rng),
-                device=self.device,
+        epoch: dict = {}
+
+        def draw() -> list:
+            targets = draw_targets(target_probs, data.labels, cfg.pseudo_labels, self.rng)
+            epoch["targets"] = torch.as_tensor(targets)
+            return [0]
+
+        plan = PPlan(
+            self.module,
+            data.x,
+            torch.as_tensor(h),
+            adj,
+            data.validation,
+            data.validation_labels,
+            cfg.lr_p,
+            cfg.weight_decay,
+            cfg.p_epochs,
+            self._class_weight,
+            self._record,
+            _schedule,
+        )
+        train = batch_loader(
+            lambda _: {"targets": epoch["targets"], "weights": weights},
+            EpochBatches(draw, 1, shard=False),
+        )
+        val = None
+        if len(data.validation):
+            val = batch_loader(lambda _: {}, EpochBatches(lambda: [0], 1, shard=False))
+        return self._run(plan, train, val, cfg.p_epochs, cfg.p_validation_every)
+
+    def _q_batch(self, part: np.ndarray, max_genes: int | None, rng) -> dict:
+        genes, values, mask = self.data.sets.batch(part, "cpu", max_genes, rng)
+        x = self.data.x[torch.as_tensor(part, device=self.data.x.device)]
+        return {"genes": genes, "values": values, "mask": mask, "x": x}
+
+    def _q_validation(self) -> DataLoader | None:
+        """The held-out labelled cells, in deterministic batches, with their labels."""
+        data = self.data
+        if not len(data.validation):
+            return None
+        batches = list(data.sets.batches(data.validation, 256))
+        labels = dict(zip(data.validation, data.validation_labels, strict=True))
+
+        def make(part) -> dict:
+            y = torch.as_tensor([labels[i] for i in part], dtype=torch.long)
+            return self._q_batch(part, None, None) | {"labels": y}
+
+        return batch_loader(make, EpochBatches(lambda: batches, len(batches), shard=False))
+
+    def _run(self, plan, train, validation, max_epochs: int, check_every: int) -> int:
+        """Fit ``plan`` for at most ``max_epochs``; returns the epochs run."""
+        if max_epochs <= 0:
+            return 0
+        monitor = None
+        if self.config.early_stopping and validation is not None:
+            monitor = f"validation_loss_{plan._model}"
+        with quiet_lightning():
+            trainer = self.engine.trainer(
+                max_epochs,
+                check_every if validation else None,
+                monitor,
+                self.config.early_stopping_patience,
             )
-            p.train()
-            logits, _ = p(data.x, h_t, adj)
-            loss = self.module.loss(logits, targets, weights, self._class_weight)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            val = None
-            if len(data.validation) and (epoch == cfg.p_epochs - 1 or epoch % 20 == 0):
-                pred = (
-                    logits.detach()[torch.as_tensor(data.validation, device=self.device)]
-                    .argmax(1)
-                    .cpu()
-                    .numpy()
-                )
-                val = float(np.mean(pred == data.validation_labels))
-            self._record(stage, em_iteration, "p", epoch, loss.item(), val, advance=False)
-        self._advance(1)
+            plan.train()  # inference between phases left the GNNs in evaluation mode
+            trainer.fit(plan, train_dataloaders=train, val_dataloaders=validation)
+        self.module.to(self.device)  # Lightning hands the module back on the CPU
+        ran = trainer.current_epoch
+        self._advance(max_epochs - ran)  # the bar goes to the end of a phase that stopped early
+        return ran
 
     # --- the graph ---------------------------------------------------------------------
     def _graph_for(self, h: np.ndarray, seed: int | None = None) -> torch.Tensor:
@@ -202,9 +272,11 @@ class EMTrainer:
         continues from that file when it exists and gives what the uninterrupted run gives.
         """
         cfg = self.config
+        with quiet_lightning():  # how many processes share an epoch's batches
+            world = self.engine.trainer(1, None, None, 0).world_size
         n_labelled = int((self.data.labels >= 0).sum())
-        q_steps = cfg.pretrain_epochs * math.ceil(n_labelled / cfg.batch_size) + (
-            cfg.n_em_iterations * cfg.q_epochs * math.ceil(self.n_cells / cfg.batch_size)
+        q_steps = cfg.pretrain_epochs * (_n_batches(n_labelled, cfg.batch_size) // world) + (
+            cfg.n_em_iterations * cfg.q_epochs * (_n_batches(self.n_cells, cfg.batch_size) // world)
         )
         opt = torch.optim.AdamW(
             self.module.q.parameters(), lr=cfg.lr_q, weight_decay=cfg.weight_decay
@@ -214,13 +286,13 @@ class EMTrainer:
         done = (
             self._resume(checkpoint) if resume and checkpoint and os.path.exists(checkpoint) else 0
         )
-        ticks = {"pretrain": cfg.pretrain_epochs, "M": 1, "E": cfg.q_epochs}
+        ticks = {"pretrain": cfg.pretrain_epochs, "M": cfg.p_epochs, "E": cfg.q_epochs}
         total = sum(ticks[stage] for stage, _ in phases)
         initial = sum(ticks[stage] for stage, _ in phases[:done])
         bar = tqdm(
             total=total,
             initial=initial,
-            disable=not self.progress_bar,
+            disable=not self.progress_bar or rank_zero_only.rank != 0,
             desc="scBiGNN",
             unit="epoch",
         )
@@ -229,6 +301,7 @@ class EMTrainer:
             h = None
             for index in range(done, len(phases)):
                 stage, it = phases[index]
+                self._phase = (stage, it)
                 if stage != "pretrain" and h is None:  # q_phi is fixed from M- to E-step
                     logits_q, h = q_inference(
                         self.module, self.data.sets, self.data.x, device=self.device
@@ -241,7 +314,7 @@ class EMTrainer:
                     logits_p, _ = p_inference(self.module, self.data.x, h, self._adj)
                     self.fit_q("E", it, cfg.q_epochs, softmax(logits_p))
                     h = None
-                if checkpoint is not None:
+                if checkpoint is not None and rank_and_world()[0] == 0:
                     self._save(checkpoint, index + 1)
         return pd.DataFrame(self.data.history)
 
@@ -294,15 +367,8 @@ class EMTrainer:
             self._graph_for(h, seed)
         return done
 
-    def _validate_q(self) -> float | None:
-        if not len(self.data.validation):
-            return None
-        logits, _ = q_inference(
-            self.module, self.data.sets, self.data.x, self.data.validation, device=self.device
-        )
-        return float(np.mean(logits.argmax(1) == self.data.validation_labels))
-
-    def _record(self, stage, em_iteration, model, epoch, loss, val, advance=True) -> None:
+    def _record(self, model, epoch, loss, val_loss, val_acc) -> None:
+        stage, em_iteration = self._phase
         self.data.history.append(
             {
                 "stage": stage,
@@ -310,14 +376,14 @@ class EMTrainer:
                 "model": model,
                 "epoch": epoch,
                 "train_loss": loss,
-                "validation_accuracy": val,
+                "validation_loss": val_loss,
+                "validation_accuracy": val_acc,
             }
         )
-        if advance:
-            self._advance(1)
+        self._advance(1)
 
     def _advance(self, n: int) -> None:
-        if self._bar is None:
+        if self._bar is None or n <= 0:
             return
         last = self.data.history[-1]
         val = last["validation_accuracy"]
