@@ -16,9 +16,9 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import read_shared  # noqa: E402
+from conftest import read_shared
 
-from scbignn_tools.model import SCBiGNN  # noqa: E402
+from scbignn_tools.model import SCBiGNN
 
 
 def tiny_baron():

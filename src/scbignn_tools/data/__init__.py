@@ -1,5 +1,6 @@
 """Paper section 2: input checks, log-normalisation, gene selection and gene alignment."""
 
+from ._expression import StandardizedExpression
 from ._gene_sets import GeneSets
 from ._genes import align_genes, gene_columns, model_input
 from ._preprocessing import (
@@ -14,6 +15,7 @@ from ._preprocessing import (
 __all__ = [
     "SEURAT_V3_SPANS",
     "DataFormat",
+    "StandardizedExpression",
     "GeneSelection",
     "GeneSets",
     "align_genes",

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from scipy import sparse
 
+from scbignn_tools.data import StandardizedExpression
+
 EXACT_MAX_CELLS = 50_000
 
 
@@ -68,24 +70,39 @@ def knn_graph(
 
 
 def expression_basis(
-    x: np.ndarray, n_comps: int = 50, seed: int = 0
+    x: StandardizedExpression | np.ndarray, n_comps: int = 50, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and principal axes of the standardised expression, the space of the expression graph.
 
-    ``x`` is ``(N, T)``; returns the mean ``(T,)`` and the axes ``(n_comps, T)``, which map any
-    cells, reference or query, with :func:`project`.
+    ``x`` is ``(N, T)``, a :class:`~scbignn_tools.data.StandardizedExpression` of one set of
+    cells (PCA of its sparse values with implicit centring, ARPACK: the offset cancels in the
+    centring) or an array; returns the mean ``(T,)`` and the axes ``(n_comps, T)``, which map
+    any cells, reference or query, with :func:`project`.
     """
     from sklearn.decomposition import PCA
 
-    n_comps = min(n_comps, *x.shape)
+    n_comps = min(n_comps, x.shape[0] - 1, x.shape[1] - 1)
+    if isinstance(x, StandardizedExpression):
+        if len(x.offsets) != 1:
+            raise ValueError("expression_basis takes the cells of one set (one offset).")
+        pca = PCA(n_comps, svd_solver="arpack", random_state=seed).fit(x.values)
+        mean = pca.mean_ + x.offsets[0].cpu().numpy()
+        return mean.astype(np.float32), pca.components_.astype(np.float32)
     pca = PCA(n_comps, svd_solver="randomized", random_state=seed).fit(x)
     return pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
 
 
-def project(x: np.ndarray, basis: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def project(
+    x: StandardizedExpression | torch.Tensor | np.ndarray, basis: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
     """Coordinates of the cells ``x`` ``(N, T)`` on the axes of :func:`~scbignn_tools.graph.expression_basis`."""
     mean, components = basis
-    return (x - mean) @ components.T
+    if isinstance(x, np.ndarray):
+        return (x - mean) @ components.T
+    axes = torch.as_tensor(components.T, device=x.device)
+    shifted = x - torch.as_tensor(mean, device=x.device)
+    with torch.no_grad():
+        return (shifted @ axes).cpu().numpy()
 
 
 def row_normalized_adjacency(

@@ -50,7 +50,7 @@ def graph_coords(
     ``x`` is the standardised expression ``(N, T)``, ``basis`` from
     :func:`~scbignn_tools.graph.expression_basis`.
     """
-    return h if basis is None else project(x.cpu().numpy(), basis)
+    return h if basis is None else project(x, basis)
 
 
 @dataclass

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from scbignn_tools.data import GeneSets
+from scbignn_tools.data import GeneSets, StandardizedExpression
 from scbignn_tools.graph import ReferenceGraph, match_cells
 from scbignn_tools.graph import row_normalized_adjacency as normalized
 from scbignn_tools.module import (
@@ -25,9 +25,9 @@ from ._anndata import Cells
 MIN_SHIFT_CELLS = 50  # fewer new cells than this: no shift correction
 
 
-def standardize(module: SCBiGNNModule, x) -> torch.Tensor:
-    """Standardised expression (dense, on the module's device) of normalised expression ``x``."""
-    return module.standardize(torch.as_tensor(x.toarray(), device=module.device))
+def standardize(module: SCBiGNNModule, x) -> StandardizedExpression:
+    """Standardised expression of normalised expression ``x``, kept sparse, on the module's device."""
+    return module.expression(x)
 
 
 @dataclass
@@ -35,7 +35,7 @@ class Inference:
     """Outputs of both GNNs for a set of cells (``probs_p`` and ``h_prime`` only with p_theta)."""
 
     sets: GeneSets
-    x: torch.Tensor  # standardised expression, before any shift removal
+    x: StandardizedExpression  # before any shift removal
     h: np.ndarray
     probs_q: np.ndarray
     probs_p: np.ndarray | None = None
@@ -91,7 +91,7 @@ class Predictor:
     def device(self) -> torch.device:
         return self.module.device
 
-    def standardize(self, x) -> torch.Tensor:
+    def standardize(self, x) -> StandardizedExpression:
         """:func:`standardize` with this predictor's module."""
         return standardize(self.module, x)
 
@@ -126,14 +126,14 @@ class Predictor:
             parts.append((inside, logits[rows[inside]], h_prime[rows[inside]]))
         if len(new):  # the others join the graph, each linked to its nearest graph cells
             x_new, h_new = x[new], h[new]
-            shift = torch.zeros_like(x[0])
+            shift = torch.zeros(x.shape[1], device=self.device)
             if remove_shift:
                 shift = own.shift if np.all(in_own[new]) else self.shift(x_new, h_new)
             x_new = x_new - shift
             adj = graph.extend(graph.coords_of(x_new, h_new))
             logits, h_prime = p_inference(
                 self.module,
-                torch.cat([self.x_graph(), x_new]),
+                StandardizedExpression.concat([self.x_graph(), x_new]),
                 np.vstack([graph.h, h_new]),
                 normalized(adj, self.device),
             )
@@ -163,8 +163,8 @@ class Predictor:
         logits[hit], h[hit] = own.logits_q[found[hit]], own.h[found[hit]]
         return logits, h, found >= 0
 
-    def x_graph(self) -> torch.Tensor:
-        """The graph cells' standardised expression, dense on the device (kept once computed)."""
+    def x_graph(self) -> StandardizedExpression:
+        """The graph cells' standardised expression (kept once computed)."""
         if self._x_graph is None:
             self._x_graph = self.standardize(self.graph.x)
         return self._x_graph
@@ -176,10 +176,10 @@ class Predictor:
             self._graph_outputs = p_inference(self.module, self.x_graph(), self.graph.h, adj)
         return self._graph_outputs
 
-    def shift(self, x_new: torch.Tensor, h_new: np.ndarray) -> torch.Tensor:
+    def shift(self, x_new: StandardizedExpression, h_new: np.ndarray) -> torch.Tensor:
         """The shift of new cells against the graph; zero under ``MIN_SHIFT_CELLS`` cells."""
         if len(x_new) < MIN_SHIFT_CELLS:
-            return torch.zeros_like(x_new[0])
+            return torch.zeros(x_new.shape[1], device=self.device)
         return self.graph.shift(x_new, h_new, self.x_graph())
 
     def own_query(self, cells: Cells) -> OwnQuery | None:

@@ -227,7 +227,7 @@ class TrainingMixin:
             basis = (
                 self.reference_.basis
                 if self.reference_ is not None
-                else expression_basis(x.cpu().numpy(), seed=self.seed)
+                else expression_basis(x, seed=self.seed)
             )
         coords = None if basis is None else graph_coords(x, None, basis)
         sets = GeneSets(cells.x)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from scbignn_tools.data import StandardizedExpression
 from scbignn_tools.nn import MeanAggregationConv, mlp
 
 
@@ -15,8 +16,10 @@ class CellLevelGNN(nn.Module):
     :math:`\mathbf{h}_i` in the paper), and :math:`\mathbf{h}'_i = [\mathbf{z}^{(0)}_i, \dots, \mathbf{z}^{(L)}_i]`
     (jumping knowledge) is classified by an MLP.
 
-    Shapes: ``x`` is ``(N, n_genes)`` (standardised expression), ``h`` ``(N, n_h)``, ``adj`` a
-    sparse row-normalised ``(N, N)`` tensor; logits ``(N, n_labels)``, ``h_prime``
+    Shapes: ``x`` is ``(N, n_genes)`` standardised expression, a
+    :class:`~scbignn_tools.data.StandardizedExpression` (its first layer then runs on the
+    sparse values, and dropout drops measured values only) or a dense tensor; ``h``
+    ``(N, n_h)``, ``adj`` a sparse row-normalised ``(N, N)`` tensor; logits ``(N, n_labels)``, ``h_prime``
     ``(N, n_h + n_features * (n_layers + 1))``.
 
     Parameters
@@ -56,12 +59,22 @@ class CellLevelGNN(nn.Module):
         self.classifier = mlp(sum(dims), n_hidden, n_labels)
 
     def forward(
-        self, x: torch.Tensor, h: torch.Tensor, adj: torch.Tensor
+        self, x: StandardizedExpression | torch.Tensor, h: torch.Tensor, adj: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits of p_theta(y | X) (Eq. 2) and the representations ``h_prime``."""
-        z = torch.cat([h, self.expression_mlp(x)], dim=1)
+        z = torch.cat([h, self.embed_expression(x)], dim=1)
         zs = [z]
         for layer in self.layers:
             zs.append(layer(zs[-1], adj))  # Eq. 8
         h_prime = torch.cat(zs, dim=1)  # jumping knowledge
         return self.classifier(h_prime), h_prime
+
+    def embed_expression(self, x: StandardizedExpression | torch.Tensor) -> torch.Tensor:
+        r""":math:`\mathrm{MLP}(\tilde{\mathbf{x}}_i)`, after dropout, for every cell."""
+        if isinstance(x, torch.Tensor):
+            return self.expression_mlp(x)
+        dropout, (first, *rest) = self.expression_mlp
+        out = x.dropout(dropout.p, self.training).linear(first)
+        for layer in rest:
+            out = layer(out)
+        return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from scbignn_tools.data import GeneSets
+from scbignn_tools.data import GeneSets, StandardizedExpression
 
 from ._module import SCBiGNNModule
 
@@ -22,7 +22,8 @@ def q_inference(
 ) -> tuple[np.ndarray, np.ndarray]:
     """q_phi's logits and cell representations ``h`` for ``rows`` (all cells by default).
 
-    ``x`` is the standardised expression of all cells of ``sets``, ``(N, T)``, on the device.
+    ``x`` is the standardised expression of all cells of ``sets``, ``(N, T)``
+    (:class:`~scbignn_tools.data.StandardizedExpression` or a tensor on the device).
 
     ``attention_hook(rows, genes, mask, attentions)`` is called per batch when given.
     """
@@ -34,7 +35,7 @@ def q_inference(
     for start in range(0, len(rows), batch_size):
         part = order[start : start + batch_size]
         genes, values, mask = sets.batch(rows[part], device)
-        xb = x[torch.as_tensor(rows[part], device=x.device)]
+        xb = expression_rows(x, rows[part])
         hb, attn = module.q.embed(
             genes, values, mask, xb, return_attention_weights=attention_hook is not None
         )
@@ -53,6 +54,13 @@ def p_inference(
     module.eval()
     logits, h_prime = module.p(x, torch.as_tensor(h, device=x.device), adj)
     return logits.cpu().numpy(), h_prime.cpu().numpy()
+
+
+def expression_rows(x, rows: np.ndarray) -> torch.Tensor:
+    """Rows of standardised expression, dense: of a StandardizedExpression or a tensor."""
+    if isinstance(x, StandardizedExpression):
+        return x.rows(rows)
+    return x[torch.as_tensor(rows, device=x.device)]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -4,6 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scbignn_tools.data import StandardizedExpression
+
 from ._cell_gnn import CellLevelGNN
 from ._gene_gnn import GeneLevelGNN
 
@@ -109,6 +111,10 @@ class SCBiGNNModule(nn.Module):
         if class_weight is not None:
             weights = weights * (targets @ class_weight)
         return (weights * nll).sum() / weights.sum()
+
+    def expression(self, x, clip: float = 10.0) -> StandardizedExpression:
+        """Standardised expression of normalised ``x`` (scipy sparse ``(N, T)``), kept sparse."""
+        return StandardizedExpression.from_normalized(x, self.gene_mean, self.gene_std, clip)
 
     def standardize(self, x: torch.Tensor, clip: float = 10.0) -> torch.Tensor:
         """Scale normalised expression per gene with the reference statistics, as ``sc.pp.scale``."""

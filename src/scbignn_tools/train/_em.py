@@ -14,7 +14,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from scbignn_tools.data import GeneSets
+from scbignn_tools.data import GeneSets, StandardizedExpression
 from scbignn_tools.graph import knn_graph, row_normalized_adjacency
 from scbignn_tools.module import (
     SCBiGNNModule,
@@ -36,7 +36,7 @@ class EMData:
     """What the EM loop trains on: ``labels`` holds -1 for cells without a training label."""
 
     sets: GeneSets
-    x: torch.Tensor  # standardised expression, (N, T), on the device
+    x: StandardizedExpression  # standardised expression, (N, T)
     labels: np.ndarray
     validation: np.ndarray  # indices of held-out labelled cells (labels hidden in training)
     validation_labels: np.ndarray
@@ -204,7 +204,7 @@ class EMTrainer:
 
     def _q_batch(self, part: np.ndarray, max_genes: int | None, rng) -> dict:
         genes, values, mask = self.data.sets.batch(part, "cpu", max_genes, rng)
-        x = self.data.x[torch.as_tensor(part, device=self.data.x.device)]
+        x = self.data.x.rows(part)
         return {"genes": genes, "values": values, "mask": mask, "x": x}
 
     def _q_validation(self) -> DataLoader | None:
