@@ -118,6 +118,12 @@ def test_train_passes_class_balance_on(tiny, tmp_path, monkeypatch):
     assert _cli.main([*common, "--n-top-genes", "100"]) == 0
     assert seen[0]["class_balance"] == 0.0
     assert "class_balance" not in seen[1]  # the model's default
+    assert seen[1]["early_stopping"] and seen[1]["max_epochs"] is None
+    assert seen[1]["strategy"] == "auto"
+    flags = ["--max-epochs", "5", "--no-early-stopping", "--strategy", "ddp"]
+    assert _cli.main([*common, "--n-top-genes", "100", *flags]) == 0
+    assert seen[2]["max_epochs"] == 5 and not seen[2]["early_stopping"]
+    assert seen[2]["strategy"] == "ddp"
 
 
 def _no_work(monkeypatch):
@@ -161,6 +167,7 @@ def test_cli_refuses_bad_arguments_before_any_work(tiny, tmp_path, monkeypatch, 
         ([*train, "m", "--n-top-genes", "0"], "--n-top-genes must be at least 1"),
         ([*train, "m", "--em-iterations", "0"], "--em-iterations must be at least 1"),
         ([*train, "m", "--class-balance", "-1"], "--class-balance must be at least 0"),
+        ([*train, "m", "--max-epochs", "0"], "--max-epochs must be at least 1"),
         ([*annotate, "a.h5ad", "--unknown-threshold", "2"], "--unknown-threshold must be"),
         ([*annotate, "a.h5ad", "--novelty-threshold", "1.5"], "--novelty-threshold must be"),
         ([*annotate, "a.csv"], "must end in .h5ad"),

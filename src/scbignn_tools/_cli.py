@@ -141,6 +141,7 @@ def check_train(args: argparse.Namespace) -> None:
         _check_range(args, name, low)
     _check_range(args, "class_balance", 0.0)
     _check_range(args, "batch_size", 1)
+    _check_range(args, "max_epochs", 1)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {args.out} is a file; give a folder to save the model to.")
@@ -192,9 +193,12 @@ def train(args: argparse.Namespace) -> int:
     model.train(
         n_em_iterations=args.em_iterations,
         pretrain_epochs=args.pretrain_epochs,
+        max_epochs=args.max_epochs,
+        early_stopping=not args.no_early_stopping,
         batch_size=args.batch_size,
         accelerator=args.accelerator,
         devices=args.devices,
+        strategy=args.strategy,
         **extra,
     )
     model.save(args.out, overwrite=args.overwrite)
@@ -306,6 +310,23 @@ def build_parser() -> argparse.ArgumentParser:
         "that will annotate strongly shifted queries inductively (docs/method.md)",
     )
     p.add_argument("--batch-size", type=int, default=64, help="cells per q_phi minibatch")
+    p.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        help="most epochs of any q_phi phase (None: the phases' own lengths)",
+    )
+    p.add_argument(
+        "--no-early-stopping",
+        action="store_true",
+        help="run every phase its full length instead of stopping when the held-out loss "
+        "stops falling",
+    )
+    p.add_argument(
+        "--strategy",
+        default="auto",
+        help="Lightning strategy, e.g. 'ddp' with --devices 2 (the command runs once per device)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of all randomness")
     p.add_argument("--out", required=True, help="folder to save the model to")
     p.add_argument("--overwrite", action="store_true", help="replace a model in --out")
