@@ -104,15 +104,22 @@ def run_scbignn(adata, hidden, train_kwargs) -> dict:
     del query.obs["train_labels"]
     query.obs_names = [f"query{i}" for i in range(query.n_obs)]  # new cells to the model
     rates = {}
-    for importance in (True, False):
-        qmodel = SCBiGNN.load_query_data(query, model)
+    for importance in (True, False):  # end to end: the query model, then the annotation
         t0 = time.perf_counter()
+        qmodel = SCBiGNN.load_query_data(query, model)
         qmodel.annotate(gene_importance=importance, copy=True)
         rates[importance] = query.n_obs / (time.perf_counter() - t0)
     return {
         "train_wall_s": round(train_wall, 1),
         "train_cpu_s": round(train_cpu, 1),
-        "epochs": int(len(history)),
+        "epochs_q": int((history["model"] == "q").sum()),
+        "steps_p": int((history["model"] == "p").sum()),
+        "epochs_by_phase": " ".join(
+            f"{stage}{it or ''}:{n}"
+            for (stage, it), n in history.groupby(["stage", "em_iteration"], sort=False)
+            .size()
+            .items()
+        ),
         "annotate_cells_per_s": round(rates[True]),
         "annotate_cells_per_s_no_importance": round(rates[False]),
         **scores(truth[hidden], pred),
