@@ -225,7 +225,7 @@ class EMTrainer:
         """Fit ``plan`` for at most ``max_epochs``; returns the epochs run."""
         if max_epochs <= 0:
             return 0
-        monitor = None
+        before, monitor = len(self.data.history), None
         if self.config.early_stopping and validation is not None:
             monitor = f"validation_loss_{plan._model}"
         with quiet_lightning():
@@ -238,7 +238,7 @@ class EMTrainer:
             plan.train()  # inference between phases left the GNNs in evaluation mode
             trainer.fit(plan, train_dataloaders=train, val_dataloaders=validation)
         self.module.to(self.device)  # Lightning hands the module back on the CPU
-        ran = trainer.current_epoch
+        ran = len(self.data.history) - before
         self._advance(max_epochs - ran)  # the bar goes to the end of a phase that stopped early
         return ran
 
