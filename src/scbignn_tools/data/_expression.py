@@ -210,7 +210,9 @@ class StandardizedExpression:
         return out
 
     def to(self, device) -> StandardizedExpression:
-        """The same cells with their outputs on ``device``."""
+        """The same cells with their outputs on ``device`` (itself if already there)."""
+        if torch.device(device) == self.device:
+            return self
         return StandardizedExpression(self.values, self.offsets, self.groups, device)
 
     def _sparse(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,7 +26,7 @@ from scbignn_tools.train import (
 
 from ._anndata import Cells, check_training_labels
 from ._inference import Predictor, standardize
-from ._utils import resolve_device
+from ._utils import process_device, resolve_device
 
 _EM = EMConfig()  # train()'s defaults
 
@@ -192,7 +192,7 @@ class TrainingMixin:
         if max_epochs is not None:
             config = replace(config, pretrain_epochs=min(config.pretrain_epochs, max_epochs))
         engine = Engine(accelerator, devices, strategy, dict(trainer_kwargs or {}) | kwargs)
-        device = resolve_device(accelerator, devices, single=False)
+        device = process_device(resolve_device(accelerator, devices, single=False), devices)
         before = self._snapshot()
         try:
             self._fit(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import torch
@@ -22,6 +24,15 @@ def resolve_device(
         accelerator, devices, return_device="torch", validate_single_device=single
     )
     return device
+
+
+def process_device(device: torch.device, devices: int | str | list[int]) -> torch.device:
+    """The GPU of this process when Lightning's DDP runs one process per GPU (``LOCAL_RANK``)."""
+    rank = int(os.environ.get("LOCAL_RANK", 0))
+    if device.type != "cuda" or rank == 0:
+        return device
+    ids = devices if isinstance(devices, list) else list(range(torch.cuda.device_count()))
+    return torch.device("cuda", ids[rank])
 
 
 def pad_and_sort(adata: AnnData, var_names) -> AnnData:
