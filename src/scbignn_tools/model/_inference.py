@@ -60,9 +60,10 @@ class Predictor:
 
     Cells of the graph (same name and same expression) take the graph's p_theta output; the
     others join the graph inductively (:meth:`ReferenceGraph.extend`) after the expression
-    shift they share against the graph cells is removed. The graph's own outputs and its dense
-    standardised expression (``N x T`` float32, needed by every inductive call) are computed once
-    and kept while the predictor lives, that is until the model trains again.
+    shift they share against the graph cells is removed. The graph cells' q_phi outputs come
+    from the graph's ``h``; their p_theta outputs and standardised expression (sparse, needed by
+    every inductive call) are computed once and kept while the predictor lives, that is until
+    the model trains again.
 
     Parameters
     ----------
@@ -85,7 +86,7 @@ class Predictor:
     ):
         self.module, self.graph, self.calibration = module, graph, calibration
         self._graph_outputs = graph_outputs  # p_theta on the graph, if the caller has it
-        self._x_graph: torch.Tensor | None = None
+        self._x_graph: StandardizedExpression | None = None
 
     @property
     def device(self) -> torch.device:
@@ -109,7 +110,8 @@ class Predictor:
         their own (:meth:`shift`).
         """
         sets, x = GeneSets(cells.x), self.standardize(cells.x)
-        logits_q, h, in_own = self._q(cells, sets, x, batch_size, own)
+        rows = None if self.graph is None else self.graph.contains(cells.names, cells.x)
+        logits_q, h, in_own = self._q(cells, sets, x, batch_size, own, rows)
         cal = self.calibration
         out = Inference(sets, x, h, softmax(logits_q / cal.temperature_q))
         if not with_p:
@@ -118,7 +120,6 @@ class Predictor:
         if graph is None:  # saved with reference_cells="none": nothing to place new cells among
             out.probs_p, out.model = out.probs_q, "q_phi"
             return out
-        rows = graph.contains(cells.names, cells.x)
         inside, new = np.flatnonzero(rows >= 0), np.flatnonzero(rows < 0)
         parts = []  # (cells, logits, h_prime)
         if len(inside):  # cells of the graph: its own outputs
@@ -146,22 +147,33 @@ class Predictor:
         out.probs_p, out.h_prime = softmax(logits / cal.temperature_p), h_prime
         return out
 
-    def _q(self, cells: Cells, sets: GeneSets, x: torch.Tensor, batch_size: int, own):
+    def _q(self, cells: Cells, sets, x, batch_size: int, own, rows: np.ndarray | None):
         """q_phi's logits and ``h``, and which cells belong to ``own``.
 
-        Cells of ``own`` (same name and expression) reuse its pass.
+        Cells of the graph (``rows`` >= 0) take the graph's ``h``, and cells of ``own`` (same
+        name and expression) its pass: only the others go through q_phi's attention.
         """
-        if own is None:
-            logits, h = q_inference(self.module, sets, x, None, batch_size, self.device)
-            return logits, h, np.zeros(len(cells), bool)
-        found = match_cells(cells.names, cells.x, own.cells.names, own.cells.x)
-        rest, hit = np.flatnonzero(found < 0), np.flatnonzero(found >= 0)
-        logits = np.empty((len(cells), own.logits_q.shape[1]), np.float32)
-        h = np.empty((len(cells), own.h.shape[1]), np.float32)
+        n = len(cells)
+        logits = np.empty((n, self.module.n_labels), np.float32)
+        h = np.empty((n, self.module.n_h), np.float32)
+        done = np.zeros(n, bool) if rows is None else rows >= 0
+        if done.any():
+            h[done] = self.graph.h[rows[done]]
+            with torch.no_grad():
+                self.module.eval()
+                hb = torch.as_tensor(h[done], device=self.device)
+                logits[done] = self.module.q.classifier(hb).cpu().numpy()
+        in_own = np.zeros(n, bool)
+        if own is not None and not done.all():
+            todo = np.flatnonzero(~done)
+            found = match_cells(cells.names[todo], cells.x[todo], own.cells.names, own.cells.x)
+            hit = todo[found >= 0]
+            logits[hit], h[hit] = own.logits_q[found[found >= 0]], own.h[found[found >= 0]]
+            in_own[hit] = done[hit] = True
+        rest = np.flatnonzero(~done)
         if len(rest):
             logits[rest], h[rest] = q_inference(self.module, sets, x, rest, batch_size, self.device)
-        logits[hit], h[hit] = own.logits_q[found[hit]], own.h[found[hit]]
-        return logits, h, found >= 0
+        return logits, h, in_own
 
     def x_graph(self) -> StandardizedExpression:
         """The graph cells' standardised expression (kept once computed)."""

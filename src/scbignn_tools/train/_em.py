@@ -231,7 +231,7 @@ class EMTrainer:
         with quiet_lightning():
             trainer = self.engine.trainer(
                 max_epochs,
-                check_every if validation else None,
+                check_every if validation is not None else None,
                 monitor,
                 self.config.early_stopping_patience,
             )
