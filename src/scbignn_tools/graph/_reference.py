@@ -10,6 +10,8 @@ import pandas as pd
 import torch
 from scipy import sparse
 
+from scbignn_tools.data import StandardizedExpression
+
 from ._knn import KnnMethod, knn_graph, nearest_cells, project
 
 SAME_EXPRESSION_ATOL = (
@@ -242,9 +244,9 @@ def novelty(
 
 
 def query_shift(
-    x_new: torch.Tensor,
+    x_new: StandardizedExpression | torch.Tensor,
     h_new: np.ndarray,
-    x_graph: torch.Tensor,
+    x_graph: StandardizedExpression | torch.Tensor,
     h_graph: np.ndarray,
     n_neighbors: int,
     method: str = "auto",
@@ -263,9 +265,11 @@ def query_shift(
     spirit of the MNN correction of Haghverdi et al. 2018, with one global vector).
 
     Shapes: ``x_new`` ``(M, T)``, ``h_new`` ``(M, n_h)``, ``x_graph`` ``(N, T)``, ``h_graph``
-    ``(N, n_h)``; returns ``(T,)``.
+    ``(N, n_h)``; returns ``(T,)``. ``x_new`` and ``x_graph`` are standardised expression,
+    :class:`~scbignn_tools.data.StandardizedExpression` or float32 tensors.
     """
     idx, _ = nearest_cells(h_graph, h_new, n_neighbors, method, seed)
     weights = np.bincount(idx.ravel(), minlength=len(h_graph)) / idx.size
-    weights = torch.as_tensor(weights, dtype=x_graph.dtype, device=x_graph.device)
+    dtype = x_graph.dtype if isinstance(x_graph, torch.Tensor) else torch.float32
+    weights = torch.as_tensor(weights, dtype=dtype, device=x_graph.device)
     return x_new.mean(0) - weights @ x_graph
