@@ -74,3 +74,20 @@ def test_groups_are_accumulated_apart_in_one_pass():
     table = importance_table(grouped, [f"g{i}" for i in range(12)])
     assert list(table.columns) == ["a", "b"] and table.index.name == "gene"
     assert table["b"].to_numpy() == pytest.approx(grouped.importance(1))
+
+
+def test_pairs_counted_from_the_gene_sets_equal_the_batch_counts():
+    rng = np.random.default_rng(2)
+    genes, mask, lengths, attentions = batch(rng, 8, 12, 6)
+    codes = np.array([0, 1, 0, -1, 1, 0, 1, 1])
+    by_batch = AttentionAccumulator(12, groups=["a", "b"])
+    by_batch(None, genes, mask, attentions, codes)
+    by_sets = AttentionAccumulator(12, groups=["a", "b"], count_pairs=False)
+    by_sets(None, genes, mask, attentions, codes)
+    x = np.zeros((8, 12), np.float32)  # the cells' expression: non-zero where a gene is held
+    for b, n in enumerate(lengths):
+        x[b, genes[b, :n].numpy()] = rng.random(n) + 0.1
+    by_sets.count_pairs(x, codes)
+    for g in range(2):
+        np.testing.assert_allclose(by_sets.matrix(g), by_batch.matrix(g), rtol=1e-6)
+    np.testing.assert_allclose(by_sets.importance(None), by_batch.importance(None), rtol=1e-5)

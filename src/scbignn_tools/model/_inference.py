@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from scipy import sparse
 
 from scbignn_tools.data import GeneSets, StandardizedExpression
 from scbignn_tools.graph import ReferenceGraph, match_cells
@@ -218,11 +219,15 @@ class Predictor:
         Its groups are the distinct values of ``groups`` (sorted; missing values left out).
         """
         group_of = pd.Categorical(groups)
-        acc = AttentionAccumulator(self.module.n_genes, self.device, list(group_of.categories))
+        n_genes, categories = self.module.n_genes, list(group_of.categories)
+        acc = AttentionAccumulator(n_genes, self.device, categories, count_pairs=False)
         codes = group_of.codes
 
         def hook(rows, genes, mask, attentions):
             acc(rows, genes, mask, attentions, codes[rows])
 
         q_inference(self.module, out.sets, out.x, None, batch_size, self.device, hook)
+        sets = out.sets
+        held = sparse.csr_matrix((sets.data, sets.indices, sets.indptr), (len(sets), n_genes))
+        acc.count_pairs(held, codes)
         return acc

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
+from scipy import sparse
 
 
 class AttentionAccumulator:
@@ -18,8 +19,10 @@ class AttentionAccumulator:
 
     A batch's attention is averaged over heads and summed over layers (every layer of a cell
     holds the same gene pairs); its ``B x L x L`` values are added to float32 sums with one
-    ``index_add_``, and another counts the pairs. Padding goes to an extra gene ``T`` that is
-    dropped. Memory: ``2 G (T + 1)^2`` float32 for ``G`` groups.
+    ``index_add_``. The pairs are counted by a second ``index_add_`` or, with
+    ``count_pairs=False``, once for all cells by :meth:`count_pairs` (a sparse product of the
+    cells' binary gene sets, ``X_g^T X_g`` per group, much cheaper). Padding goes to an extra
+    gene ``T`` that is dropped. Memory: ``2 G (T + 1)^2`` float32 for ``G`` groups.
 
     Parameters
     ----------
@@ -29,6 +32,8 @@ class AttentionAccumulator:
         Where the sums are kept.
     groups
         Names of the groups; cells are assigned to them by index (``codes``).
+    count_pairs
+        Count the gene pairs batch by batch; ``False`` leaves it to :meth:`count_pairs`.
     """
 
     def __init__(
@@ -36,8 +41,10 @@ class AttentionAccumulator:
         n_genes: int,
         device: torch.device | str = "cpu",
         groups: Sequence[str] = ("all",),
+        count_pairs: bool = True,
     ):
         self.n_genes, self.groups = n_genes, list(groups)
+        self._count_batches = count_pairs
         self.n_layers = 0
         size = (len(self.groups), (n_genes + 1) ** 2)
         self.total = torch.zeros(size, dtype=torch.float32, device=device)
@@ -69,8 +76,26 @@ class AttentionAccumulator:
             flat, summed = flat[keep] + (codes[keep] * width**2)[:, None, None], summed[keep]
         flat, values = flat.reshape(-1), summed.reshape(-1)
         self.total.view(-1).index_add_(0, flat, values)
-        self.pairs.view(-1).index_add_(0, flat, torch.ones_like(values))
+        if self._count_batches:
+            self.pairs.view(-1).index_add_(0, flat, torch.ones_like(values))
         self.n_layers = len(attentions)
+
+    def count_pairs(self, genes: sparse.spmatrix, codes: np.ndarray | None = None) -> None:
+        """Count, per group, the cells holding each gene pair, from their gene sets.
+
+        ``genes`` is ``(N, T)``, non-zero where a cell has a gene (the cells' expression of
+        the model genes, in the order the batches were given by their ``rows``); ``codes``
+        assigns them to the groups as in :meth:`__call__`. Replaces any counts so far.
+        """
+        binary = sparse.csr_matrix(genes, dtype=np.float32, copy=True)
+        binary.data[:] = 1.0
+        codes = np.zeros(binary.shape[0], np.int64) if codes is None else np.asarray(codes)
+        width, t = self.n_genes + 1, self.n_genes
+        self.pairs.zero_()
+        for g in range(len(self.groups)):
+            part = binary[np.flatnonzero(codes == g)]
+            counts = torch.as_tensor((part.T @ part).toarray(), device=self.pairs.device)
+            self.pairs[g].view(width, width)[:t, :t] = counts
 
     def _mean(self, group: int | None) -> torch.Tensor:
         width, t = self.n_genes + 1, self.n_genes
