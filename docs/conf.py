@@ -63,13 +63,17 @@ intersphinx_mapping = {k: (v, None) for k, v in _INVENTORIES.items()} if _online
 nitpicky = True
 nitpick_ignore = [
     ("py:class", "DataFormat"),  # a Literal alias, spelled out in the parameters' text
+    ("py:class", "Record"),  # a Callable alias of train._plans, spelled out in its docstring
+    ("py:class", "np.ndarray"),
 ]
 nitpick_ignore_regex = [
     # the model's mixins are private; their methods are documented on the model
     ("py:class", r"scbignn_tools\.model\._\w+\.\w+Mixin"),
+    # the plans' private base class; its hooks are documented on the plans
+    ("py:class", r"scbignn_tools\.train\._plans\._PhasePlan"),
 ]
 if not _online:
-    _external = r"(anndata|mudata|numpy|pandas|scanpy|scipy|sparse|scvi|torch|matplotlib|os|pathlib|collections|typing)"
+    _external = r"(anndata|mudata|numpy|pandas|scanpy|scipy|sparse|scvi|torch|matplotlib|os|pathlib|collections|typing|lightning|torchmetrics)"
     nitpick_ignore_regex += [
         (r"py:.*", _external + r"(\..*)?"),
         (r"py:.*", r"(AnnData|MuData|DataFrame|Series|ndarray|Tensor|Axes|Figure)"),

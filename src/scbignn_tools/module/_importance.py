@@ -85,7 +85,7 @@ class AttentionAccumulator:
 
         ``genes`` is ``(N, T)``, non-zero where a cell has a gene (the cells' expression of
         the model genes, in the order the batches were given by their ``rows``); ``codes``
-        assigns them to the groups as in :meth:`__call__`. Replaces any counts so far.
+        assigns them to the groups as when the batches were added. Replaces any counts so far.
         """
         binary = sparse.csr_matrix(genes, dtype=np.float32, copy=True)
         binary.data[:] = 1.0

@@ -81,6 +81,7 @@ class _PhasePlan(pl.LightningModule):
         self._validated: tuple[float, float] | None = None
 
     def on_validation_epoch_end(self) -> None:
+        """Log the held-out loss and accuracy of the epoch (reduced over processes)."""
         loss, acc = self.validation_loss.compute(), self.validation_accuracy.compute()
         self.validation_loss.reset()
         self.validation_accuracy.reset()
@@ -89,6 +90,7 @@ class _PhasePlan(pl.LightningModule):
         self._validated = (float(loss), float(acc))
 
     def on_train_epoch_end(self) -> None:
+        """Log the epoch's training loss and record the epoch in the history."""
         loss = float(self.train_loss.compute())
         self.train_loss.reset()
         self.log(f"train_loss_{self._model}", loss)
@@ -125,6 +127,7 @@ class QPlan(_PhasePlan):
         self.class_weight = class_weight
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """The loss of q_phi on a minibatch (Eqs. 6 and 7)."""
         logits, _ = self.q(batch["genes"], batch["values"], batch["mask"], batch["x"])
         weight = None if self.class_weight is None else self.class_weight.to(logits.device)
         loss = SCBiGNNModule.loss(logits, batch["targets"], batch["weights"], weight)
@@ -132,10 +135,12 @@ class QPlan(_PhasePlan):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Score a batch of held-out labelled cells."""
         logits, _ = self.q(batch["genes"], batch["values"], batch["mask"], batch["x"])
         self._validate(logits, batch["labels"])
 
     def configure_optimizers(self):
+        """The optimiser and per-step schedule shared by all q_phi phases."""
         return {
             "optimizer": self._optimizer,
             "lr_scheduler": {"scheduler": self._scheduler, "interval": "step"},
@@ -176,11 +181,13 @@ class PPlan(_PhasePlan):
         self._schedule = schedule
 
     def on_fit_start(self) -> None:
+        """Move the graph's inputs to the device of the phase."""
         self.inputs = tuple(t.to(self.device) for t in self.inputs)
         self.validation = self.validation.to(self.device)
         self.validation_labels = self.validation_labels.to(self.device)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """The loss of p_theta on the whole graph (Eq. 9)."""
         logits, _ = self.p(*self.inputs)
         weight = None if self.class_weight is None else self.class_weight.to(logits.device)
         loss = SCBiGNNModule.loss(logits, batch["targets"], batch["weights"], weight)
@@ -188,10 +195,12 @@ class PPlan(_PhasePlan):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
+        """Score the held-out cells, whose labels p_theta did not see."""
         logits, _ = self.p(*self.inputs)
         self._validate(logits[self.validation], self.validation_labels)
 
     def configure_optimizers(self):
+        """A new AdamW and warm-up and cosine schedule for this M-step."""
         opt = torch.optim.AdamW(self.p.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         sched = self._schedule(opt, self.total_steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
