@@ -11,37 +11,18 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import read_shared
+from conftest import read_shared, tiny_baron
 
 from scbignn_tools.model import SCBiGNN
 
 
-def tiny_baron():
-    """400 real BaronMouse cells of 4 types, 300 genes; a quarter of the labels hidden."""
-    baron = read_shared("baron_mouse.h5ad")
-    rng = np.random.default_rng(0)
-    keep = ["beta", "alpha", "ductal", "endothelial"]
-    cells = np.concatenate(
-        [rng.choice(np.flatnonzero(baron.obs.cell_type == t), 100, replace=False) for t in keep]
-    )
-    sub = baron[cells].copy()
-    expressed = np.asarray((sub.X > 0).sum(0)).ravel()
-    sub = sub[:, np.argsort(-expressed, kind="stable")[:300]].copy()
-    sub.obs["cell_type"] = sub.obs["cell_type"].astype(str)
-    labels = sub.obs["cell_type"].to_numpy().copy()
-    labels[rng.random(sub.n_obs) < 0.25] = "Unknown"
-    sub.obs["labels"] = labels
-    return sub
-
-
 def main(out: str, devices: int) -> None:
     torch.set_num_threads(1)
-    adata = tiny_baron()
+    adata = tiny_baron(read_shared("baron_mouse.h5ad"), n_per_type=100, n_genes=300)
     SCBiGNN.setup_anndata(adata, labels_key="labels", unlabeled_category="Unknown")
     model = SCBiGNN(adata, n_top_genes=200)
     model.train(

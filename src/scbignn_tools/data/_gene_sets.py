@@ -66,6 +66,13 @@ class GeneSets:
         mask[row_of, pos] = True
         return tuple(torch.from_numpy(a).to(device) for a in (genes, values, mask))
 
+    @staticmethod
+    def n_batches(n_rows: int, batch_size: int, bucket: int = 32) -> int:
+        """How many batches :meth:`batches` makes of ``n_rows`` cells, shuffled or not."""
+        chunk = batch_size * bucket
+        full, rest = divmod(n_rows, chunk)
+        return full * bucket + -(-rest // batch_size)
+
     def batches(
         self,
         rows: np.ndarray,

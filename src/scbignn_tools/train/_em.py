@@ -77,13 +77,6 @@ def _schedule(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _n_batches(n_rows: int, batch_size: int, bucket: int = 32) -> int:
-    """How many batches :meth:`GeneSets.batches` makes of ``n_rows`` cells."""
-    chunk = batch_size * bucket
-    full, rest = divmod(n_rows, chunk)
-    return full * bucket + math.ceil(rest / batch_size)
-
-
 class EMTrainer:
     """Pre-train q_phi, then alternate M-steps (p_theta) and E-steps (q_phi), section 3.5.
 
@@ -156,7 +149,9 @@ class EMTrainer:
             return out | {"targets": epoch["targets"][idx], "weights": weights[idx]}
 
         plan = QPlan(self.module, *self._q_optim, self._class_weight, self._record)
-        train = batch_loader(make, EpochBatches(draw, _n_batches(len(rows), cfg.batch_size)))
+        train = batch_loader(
+            make, EpochBatches(draw, GeneSets.n_batches(len(rows), cfg.batch_size))
+        )
         return self._run(plan, train, self._q_validation(), epochs, 1)
 
     def fit_p(self, stage: str, em_iteration: int, h: np.ndarray, target_probs: np.ndarray) -> int:
@@ -275,8 +270,12 @@ class EMTrainer:
         with quiet_lightning():  # how many processes share an epoch's batches
             world = self.engine.trainer(1, None, None, 0).world_size
         n_labelled = int((self.data.labels >= 0).sum())
-        q_steps = cfg.pretrain_epochs * (_n_batches(n_labelled, cfg.batch_size) // world) + (
-            cfg.n_em_iterations * cfg.q_epochs * (_n_batches(self.n_cells, cfg.batch_size) // world)
+        q_steps = cfg.pretrain_epochs * (
+            GeneSets.n_batches(n_labelled, cfg.batch_size) // world
+        ) + (
+            cfg.n_em_iterations
+            * cfg.q_epochs
+            * (GeneSets.n_batches(self.n_cells, cfg.batch_size) // world)
         )
         opt = torch.optim.AdamW(
             self.module.q.parameters(), lr=cfg.lr_q, weight_decay=cfg.weight_decay
