@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from scipy import sparse
 
+from scbignn_tools.nn import keep_mask, quantized_p
+
 
 class _SparseTimesDense(torch.autograd.Function):
     """``S @ W`` for a fixed sparse ``S``; the gradient of ``W`` is ``S.T @ grad``."""
@@ -205,7 +207,8 @@ class StandardizedExpression:
         out.__dict__.update(self.__dict__)
         self._sparse()  # the layout is shared
         out._layout, out._data = self._layout, self._data
-        keep = torch.rand(self.values.nnz, device=self.device) >= p
+        p = quantized_p(p, self.device)
+        keep = keep_mask((self.values.nnz,), p, self.device)
         out._scale = keep.to(torch.float32) / (1 - p)
         return out
 

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from scbignn_tools.data import StandardizedExpression
-from scbignn_tools.nn import MeanAggregationConv, mlp
+from scbignn_tools.nn import Dropout, MeanAggregationConv, mlp
 
 
 class CellLevelGNN(nn.Module):
@@ -51,7 +51,7 @@ class CellLevelGNN(nn.Module):
         dropout: float = 0.5,
     ):
         super().__init__()
-        self.expression_mlp = nn.Sequential(nn.Dropout(dropout), mlp(n_genes, n_hidden, n_features))
+        self.expression_mlp = nn.Sequential(Dropout(dropout), mlp(n_genes, n_hidden, n_features))
         dims = [n_h + n_features] + [n_features] * n_layers
         self.layers = nn.ModuleList(
             MeanAggregationConv(dims[i], dims[i + 1], n_hidden, dropout) for i in range(n_layers)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from scbignn_tools.nn import GeneSelfAttention, mlp
+from scbignn_tools.nn import Dropout, GeneSelfAttention, mlp
 
 
 class GeneLevelGNN(nn.Module):
@@ -71,9 +71,7 @@ class GeneLevelGNN(nn.Module):
         )
         self.alpha = nn.Parameter(torch.ones(n_genes)) if readout == "learnable" else None
         self.linear = (
-            nn.Sequential(nn.Dropout(dropout), nn.Linear(n_genes, n_features))
-            if linear_path
-            else None
+            nn.Sequential(Dropout(dropout), nn.Linear(n_genes, n_features)) if linear_path else None
         )
         self.norm = nn.LayerNorm(n_features)
         self.classifier = mlp(n_features, n_hidden, n_labels)

@@ -1,6 +1,7 @@
 """Graph layers of scBiGNN, in plain torch."""
 
 from ._cell_conv import MeanAggregationConv
+from ._dropout import Dropout, keep_mask, quantized_p
 from ._gene_attention import GeneSelfAttention, mlp
 
-__all__ = ["GeneSelfAttention", "MeanAggregationConv", "mlp"]
+__all__ = ["Dropout", "GeneSelfAttention", "MeanAggregationConv", "keep_mask", "mlp", "quantized_p"]

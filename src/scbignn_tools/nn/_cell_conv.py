@@ -3,6 +3,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._dropout import Dropout
 from ._gene_attention import mlp, reset_linear_layers
 
 
@@ -40,7 +41,7 @@ class MeanAggregationConv(nn.Module):
         self.out_features = out_features
         self.lin = nn.Linear(in_features, out_features, bias=False)
         self.mlp = mlp(out_features, n_hidden, out_features)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -4,6 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._dropout import Dropout
+
 
 def mlp(n_in: int, n_hidden: int, n_out: int) -> nn.Sequential:
     """One-hidden-layer perceptron with ReLU, the MLP used throughout the paper (section 4.2)."""
@@ -73,7 +75,7 @@ class GeneSelfAttention(nn.Module):
         self.lin = nn.Linear(n_features, n_features, bias=False)
         self.mlp = mlp(n_features, n_hidden, n_features)
         self.norm = nn.LayerNorm(n_features) if residual else nn.Identity()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
