@@ -68,3 +68,18 @@ def test_reset_parameters_changes_weights():
     before = layer.lin.weight.clone()
     layer.reset_parameters()
     assert not torch.equal(before, layer.lin.weight)
+
+
+def test_attention_without_autograd_matches_with_it():
+    """The in-place path of inference gives the attention of the training path."""
+    torch.manual_seed(0)
+    layer = GeneSelfAttention(8, heads=2).eval()
+    x = torch.randn(4, 6, 8)
+    mask = torch.arange(6)[None, :] < torch.tensor([6, 3, 1, 5])[:, None]
+    out, attn = layer(x, mask, return_attention_weights=True)
+    with torch.no_grad():
+        out_ng, attn_ng = layer(x, mask, return_attention_weights=True)
+    torch.testing.assert_close(attn_ng, attn.detach())
+    torch.testing.assert_close(out_ng, out.detach())
+    assert torch.all(attn_ng.transpose(1, 2)[~mask] == 0)  # padded rows give nothing
+    torch.testing.assert_close(out_ng, layer(x, mask).detach(), rtol=1e-5, atol=1e-5)  # SDPA

@@ -19,7 +19,7 @@ class AttentionAccumulator:
 
     A batch's attention is averaged over heads and summed over layers (every layer of a cell
     holds the same gene pairs); its ``B x L x L`` values are added to float32 sums with one
-    ``index_add_``. The pairs are counted by a second ``index_add_`` or, with
+    ``index_add_`` (int32 indices in a buffer kept between batches). The pairs are counted by a second ``index_add_`` or, with
     ``count_pairs=False``, once for all cells by :meth:`count_pairs` (a sparse product of the
     cells' binary gene sets, ``X_g^T X_g`` per group, much cheaper). Padding goes to an extra
     gene ``T`` that is dropped. Memory: ``2 G (T + 1)^2`` float32 for ``G`` groups.
@@ -46,6 +46,7 @@ class AttentionAccumulator:
         self.n_genes, self.groups = n_genes, list(groups)
         self._count_batches = count_pairs
         self.n_layers = 0
+        self._index: torch.Tensor | None = None
         size = (len(self.groups), (n_genes + 1) ** 2)
         self.total = torch.zeros(size, dtype=torch.float32, device=device)
         self.pairs = torch.zeros(size, dtype=torch.float32, device=device)
@@ -67,18 +68,42 @@ class AttentionAccumulator:
             return
         device = self.total.device
         width = self.n_genes + 1
-        summed = torch.stack(attentions).mean(dim=2).sum(dim=0).to(device, torch.float32)
+        summed = self._layer_sum(attentions).to(device, torch.float32)
         padded = genes.masked_fill(~mask, self.n_genes).to(device)
-        flat = padded[:, :, None] * width + padded[:, None, :]  # (B, L, L)
+        base = padded
         if codes is not None:
             codes = torch.as_tensor(np.asarray(codes, dtype=np.int64), device=device)
             keep = codes >= 0
-            flat, summed = flat[keep] + (codes[keep] * width**2)[:, None, None], summed[keep]
-        flat, values = flat.reshape(-1), summed.reshape(-1)
-        self.total.view(-1).index_add_(0, flat, values)
+            if not bool(keep.all()):
+                codes, padded, summed = codes[keep], padded[keep], summed[keep]
+            base = codes[:, None] * width + padded
+        # one index per value, int32 while the sums allow: (group * width + i) * width + j
+        dtype = torch.int32 if self.total.numel() < 2**31 else torch.int64
+        b, n = padded.shape
+        flat = self._buffer(b * n * n, dtype).view(b, n, n)
+        torch.add((base * width).to(dtype)[:, :, None], padded.to(dtype)[:, None, :], out=flat)
+        self.total.view(-1).index_add_(0, flat.view(-1), summed.view(-1))
         if self._count_batches:
-            self.pairs.view(-1).index_add_(0, flat, torch.ones_like(values))
+            self.pairs.view(-1).index_add_(0, flat.view(-1), torch.ones_like(summed.view(-1)))
         self.n_layers = len(attentions)
+
+    @staticmethod
+    def _layer_sum(attentions: list[torch.Tensor]) -> torch.Tensor:
+        """Attention averaged over heads and summed over layers, ``(B, L, L)``, in one buffer."""
+        heads = attentions[0].shape[1]
+        summed = attentions[0][:, 0].clone()
+        for k, layer in enumerate(attentions):
+            for head in range(heads):
+                if k or head:
+                    summed.add_(layer[:, head])
+        return summed.div_(heads) if heads > 1 else summed
+
+    def _buffer(self, size: int, dtype: torch.dtype) -> torch.Tensor:
+        """A reused index buffer of at least ``size`` entries (no fresh pages per batch)."""
+        buf = self._index
+        if buf is None or buf.numel() < size or buf.dtype != dtype:
+            buf = self._index = torch.empty(size, dtype=dtype, device=self.total.device)
+        return buf[:size]
 
     def count_pairs(self, genes: sparse.spmatrix, codes: np.ndarray | None = None) -> None:
         """Count, per group, the cells holding each gene pair, from their gene sets.

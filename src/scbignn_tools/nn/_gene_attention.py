@@ -96,10 +96,7 @@ class GeneSelfAttention(nn.Module):
         key_mask = mask[:, None, None, :]  # (B, 1, 1, L): who may be attended to
         attn = None
         if return_attention_weights:
-            scale = self.scale if self.scale is not None else fw.shape[-1] ** -0.5
-            logits = (fw @ fw.transpose(-1, -2)) * scale
-            attn = logits.masked_fill(~key_mask, float("-inf")).softmax(dim=-1)
-            attn = attn.masked_fill(~mask[:, None, :, None], 0.0)  # padded rows give nothing
+            attn = self._attention(fw, mask)
             out = attn @ fw
         else:
             out = F.scaled_dot_product_attention(fw, fw, fw, attn_mask=key_mask, scale=self.scale)
@@ -111,6 +108,26 @@ class GeneSelfAttention(nn.Module):
         if return_attention_weights:
             return out, attn
         return out
+
+    def _attention(self, fw: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The attention ``R`` of Eq. 4, ``(B, heads, L, L)``, written out.
+
+        Without autograd the softmax and the masking run in place on the logits (one
+        ``B x heads x L x L`` buffer instead of four: about SDPA's time rather than five times
+        it on the CPU, ``benchmarks/README.md``).
+        """
+        b, heads, n, _ = fw.shape
+        scale = self.scale if self.scale is not None else fw.shape[-1] ** -0.5
+        bias = torch.zeros(mask.shape, dtype=fw.dtype, device=fw.device)
+        bias.masked_fill_(~mask, float("-inf"))  # padded keys receive nothing
+        bias = bias[:, None, None, :].expand(b, heads, 1, n).reshape(b * heads, 1, n)
+        flat = fw.reshape(b * heads, n, -1)
+        logits = torch.baddbmm(bias, flat, flat.transpose(1, 2), alpha=scale)
+        rows = mask[:, None, :, None]  # padded rows give nothing
+        if torch.is_grad_enabled():
+            return logits.softmax(dim=-1).view(b, heads, n, n) * rows
+        torch.softmax(logits, dim=-1, out=logits)
+        return logits.view(b, heads, n, n).mul_(rows)
 
     def __repr__(self) -> str:
         return (
