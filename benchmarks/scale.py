@@ -188,6 +188,10 @@ def exponent(rows: pd.DataFrame, column: str) -> float:
     return float(np.polyfit(np.log(rows["cells"]), np.log(rows[column]), 1)[0])
 
 
+def _cell(value) -> str:
+    return f"{value:g}" if isinstance(value, int | float | np.number) else str(value)
+
+
 def markdown(rows: pd.DataFrame, header: str) -> str:
     lines = [header, ""]
     for method, part in rows.groupby("method", sort=False):
@@ -196,7 +200,7 @@ def markdown(rows: pd.DataFrame, header: str) -> str:
         lines += [f"### {method}", "", "| " + " | ".join(cols) + " |"]
         lines.append("|" + "---|" * len(cols))
         for _, r in part.iterrows():
-            lines.append("| " + " | ".join(f"{r[c]:g}" for c in cols) + " |")
+            lines.append("| " + " | ".join(_cell(r[c]) for c in cols) + " |")
         if method == "scbignn" and part["cells"].nunique() > 1:
             lines.append("")
             lines.append(

@@ -15,7 +15,7 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
 
     On the CPU the mask is read from random 64-bit words, 16 bits an entry: torch's CPU
     ``bernoulli_`` draws one number per entry and took a quarter of q_phi's training step
-    (``benchmarks/README.md``). ``p`` is rounded to a multiple of ``2**-16``
+    (``docs/benchmarks.md``). ``p`` is rounded to a multiple of ``2**-16``
     (:func:`quantized_p`). Elsewhere it is ``torch.rand(shape) >= p``. Both draw from torch's
     global generator, so ``torch.manual_seed`` fixes them.
     """

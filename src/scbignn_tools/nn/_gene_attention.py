@@ -114,7 +114,7 @@ class GeneSelfAttention(nn.Module):
 
         Without autograd the softmax and the masking run in place on the logits (one
         ``B x heads x L x L`` buffer instead of four: about SDPA's time rather than five times
-        it on the CPU, ``benchmarks/README.md``).
+        it on the CPU, ``docs/benchmarks.md``).
         """
         b, heads, n, _ = fw.shape
         scale = self.scale if self.scale is not None else fw.shape[-1] ** -0.5

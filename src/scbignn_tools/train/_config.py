@@ -33,7 +33,7 @@ class EMConfig:
     class_balance: float = 0.5
     knn_method: Literal["auto", "exact", "pynndescent"] = "auto"
     early_stopping: bool = True
-    early_stopping_patience: int = 3
+    early_stopping_patience: int = 2
     p_validation_every: int = 10
 
     def resolved(self, trained: bool) -> EMConfig:
