@@ -115,9 +115,7 @@ class EMTrainer:
             self._class_weight = torch.as_tensor(v)
 
     # --- one phase each ------------------------------------------------------------------
-    def fit_q(
-        self, stage: str, em_iteration: int, epochs: int, target_probs: np.ndarray | None
-    ) -> int:
+    def fit_q(self, epochs: int, target_probs: np.ndarray | None) -> int:
         """Train q_phi on true labels (weight beta) and, if given, pseudo-labels from p (Eqs. 6-7).
 
         Returns the number of epochs run.
@@ -154,7 +152,7 @@ class EMTrainer:
         )
         return self._run(plan, train, self._q_validation(), epochs, 1)
 
-    def fit_p(self, stage: str, em_iteration: int, h: np.ndarray, target_probs: np.ndarray) -> int:
+    def fit_p(self, h: np.ndarray, target_probs: np.ndarray) -> int:
         """Train p_theta on labels plus q's confident pseudo-labels (Eq. 9); returns its epochs.
 
         The kNN graph is built on ``data.graph_coords`` or, when these are ``None``, on q's
@@ -306,12 +304,12 @@ class EMTrainer:
                         self.module, self.data.sets, self.data.x, device=self.device
                     )
                 if stage == "pretrain":
-                    self.fit_q("pretrain", 0, cfg.pretrain_epochs, None)
+                    self.fit_q(cfg.pretrain_epochs, None)
                 elif stage == "M":  # M-step: q fixed, p learns
-                    self.fit_p("M", it, h, softmax(logits_q))
+                    self.fit_p(h, softmax(logits_q))
                 else:  # E-step: p fixed, q learns, on the M-step's graph
                     logits_p, _ = p_inference(self.module, self.data.x, h, self._adj)
-                    self.fit_q("E", it, cfg.q_epochs, softmax(logits_p))
+                    self.fit_q(cfg.q_epochs, softmax(logits_p))
                     h = None
                 if checkpoint is not None and rank_and_world()[0] == 0:
                     self._save(checkpoint, index + 1)
