@@ -155,3 +155,44 @@ def test_novelty_flags_a_cell_type_the_reference_lacks(tiny):
         query, gene_importance=False, copy=True, unknown_threshold=None, novelty_threshold=None
     )
     assert (kept.obs["scbignn"] != "Unknown").all()
+
+
+def test_query_importance_reuses_the_pass_that_measured_the_shift(reference_and_query, monkeypatch):
+    """The q_phi pass over a query model's own cells also sums their attention per q_phi
+    label; per-group importances then need a pass over only the cells whose group is not
+    their q_phi label, and equal those of a full pass."""
+    import scbignn_tools.model._inference as inference
+
+    _, query, path = reference_and_query
+    qmodel = SCBiGNN.load_query_data(query, path)
+    predictor, cells, classes = qmodel._predictor(), qmodel._cells(None), list(qmodel.classes)
+    passes = []
+    real = inference.q_inference
+
+    def counting(module, sets, x, rows=None, *args, **kwargs):
+        passes.append(len(sets) if rows is None else len(rows))
+        return real(module, sets, x, rows, *args, **kwargs)
+
+    monkeypatch.setattr(inference, "q_inference", counting)
+
+    def importance(with_attention: bool, groups):
+        own = predictor.own_query(cells, attention=with_attention)
+        out = predictor.infer(cells, True, True, 64, own)
+        passes.clear()
+        acc = predictor.attention(out, groups, 64, classes)
+        table = np.stack([acc.importance(g) for g in range(len(acc.groups))])
+        return table, acc.groups, own
+
+    q_label = np.asarray(classes)[predictor.own_query(cells).logits_q.argmax(1)]
+    groups = q_label.copy()
+    groups[:10] = np.where(q_label[:10] == classes[0], classes[1], classes[0])  # 10 moved
+    reused, names, own = importance(True, groups)
+    assert passes == [10] and own.attention is None  # a pass over the moved cells; used up
+    full, full_names, _ = importance(False, groups)
+    assert passes == [len(cells)] and names == full_names
+    np.testing.assert_allclose(reused, full, rtol=1e-4, atol=1e-6)
+    # a group that is not a class: the full pass, and the sums stay for a later call
+    other = groups.astype(object)
+    other[:3] = "not a class"
+    _, _, own = importance(True, other)
+    assert passes == [len(cells)] and own.attention is not None

@@ -69,7 +69,7 @@ class AnnotateMixin:
         >>> result.to_adata(query)
         """
         cells = self._cells(adata)
-        out = self._infer(cells, True, remove_query_shift, batch_size)
+        out = self._infer(cells, True, remove_query_shift, batch_size, gene_importance)
         pred = np.asarray(self.classes)[out.probs_p.argmax(1)]
         novelty = np.full(len(cells), np.nan)
         if self.reference_ is not None:
@@ -81,7 +81,9 @@ class AnnotateMixin:
             out.probs_q,
             out.h,
             novelty,
-            self._predictor().attention(out, pred) if gene_importance else None,
+            self._predictor().attention(out, pred, batch_size, self.classes)
+            if gene_importance
+            else None,
             self.genes,
             unknown_threshold=unknown_threshold,
             novelty_threshold=novelty_threshold,

@@ -44,6 +44,8 @@ class Inference:
     query_shift: float = 0.0  # root mean square of the shift removed from the new cells
     shift: torch.Tensor | None = None
     model: str = "p_theta"  # "q_phi" when a model saved without reference cells falls back
+    own: OwnQuery | None = None  # the query model's own cells, when some of these are
+    own_rows: np.ndarray | None = None  # each cell's row in own.cells, -1 if not there
 
 
 @dataclass
@@ -54,6 +56,7 @@ class OwnQuery:
     shift: torch.Tensor
     logits_q: np.ndarray
     h: np.ndarray
+    attention: AttentionAccumulator | None = None  # grouped by q_phi's label (class index)
 
 
 class Predictor:
@@ -112,9 +115,12 @@ class Predictor:
         """
         sets, x = GeneSets(cells.x), self.standardize(cells.x)
         rows = None if self.graph is None else self.graph.contains(cells.names, cells.x)
-        logits_q, h, in_own = self._q(cells, sets, x, batch_size, own, rows)
+        logits_q, h, own_rows = self._q(cells, sets, x, batch_size, own, rows)
+        in_own = own_rows >= 0
         cal = self.calibration
         out = Inference(sets, x, h, softmax(logits_q / cal.temperature_q))
+        if in_own.any():
+            out.own, out.own_rows = own, own_rows
         if not with_p:
             return out
         graph = self.graph
@@ -149,7 +155,7 @@ class Predictor:
         return out
 
     def _q(self, cells: Cells, sets, x, batch_size: int, own, rows: np.ndarray | None):
-        """q_phi's logits and ``h``, and which cells belong to ``own``.
+        """q_phi's logits and ``h``, and each cell's row in ``own`` (-1 if not there).
 
         Cells of the graph (``rows`` >= 0) take the graph's ``h``, and cells of ``own`` (same
         name and expression) its pass: only the others go through q_phi's attention.
@@ -164,17 +170,18 @@ class Predictor:
                 self.module.eval()
                 hb = torch.as_tensor(h[done], device=self.device)
                 logits[done] = self.module.q.classifier(hb).cpu().numpy()
-        in_own = np.zeros(n, bool)
+        own_rows = np.full(n, -1, np.int64)
         if own is not None and not done.all():
             todo = np.flatnonzero(~done)
             found = match_cells(cells.names[todo], cells.x[todo], own.cells.names, own.cells.x)
             hit = todo[found >= 0]
             logits[hit], h[hit] = own.logits_q[found[found >= 0]], own.h[found[found >= 0]]
-            in_own[hit] = done[hit] = True
+            own_rows[hit] = found[found >= 0]
+            done[hit] = True
         rest = np.flatnonzero(~done)
         if len(rest):
             logits[rest], h[rest] = q_inference(self.module, sets, x, rest, batch_size, self.device)
-        return logits, h, in_own
+        return logits, h, own_rows
 
     def x_graph(self) -> StandardizedExpression:
         """The graph cells' standardised expression (kept once computed)."""
@@ -195,12 +202,13 @@ class Predictor:
             return torch.zeros(x_new.shape[1], device=self.device)
         return self.graph.shift(x_new, h_new, self.x_graph())
 
-    def own_query(self, cells: Cells) -> OwnQuery | None:
+    def own_query(self, cells: Cells, attention: bool = False) -> OwnQuery | None:
         """The cells outside the graph among ``cells`` and their shift; ``None`` if there are none.
 
         A query model (:meth:`SCBiGNN.load_query_data`) measures the shift once on its whole
         query, so that a query cell's annotation does not depend on the other cells passed
-        with it.
+        with it. With ``attention``, the same pass also sums q_phi's attention per q_phi label
+        (:meth:`attention` then needs a pass over only the cells that p_theta labels otherwise).
         """
         if self.graph is None:
             return None
@@ -208,26 +216,78 @@ class Predictor:
         if not len(cells):
             return None
         x = self.standardize(cells.x)
-        logits_q, h = q_inference(self.module, GeneSets(cells.x), x, device=self.device)
-        return OwnQuery(cells, self.shift(x, h), logits_q, h)
+        acc, hook = None, None
+        if attention:
+            n_genes, classes = self.module.n_genes, range(self.module.n_labels)
+            acc = AttentionAccumulator(n_genes, self.device, [str(c) for c in classes], False)
+
+            def hook(rows, genes, mask, attentions, logits):
+                acc(rows, genes, mask, attentions, logits.argmax(1).cpu().numpy())
+
+        logits_q, h = q_inference(
+            self.module, GeneSets(cells.x), x, device=self.device, attention_hook=hook
+        )
+        return OwnQuery(cells, self.shift(x, h), logits_q, h, acc)
 
     def attention(
-        self, out: Inference, groups: np.ndarray, batch_size: int = 256
+        self,
+        out: Inference,
+        groups: np.ndarray,
+        batch_size: int = 256,
+        classes: list[str] | None = None,
     ) -> AttentionAccumulator:
-        """An :class:`~scbignn_tools.module.AttentionAccumulator` of the groups, in one pass.
+        """An :class:`~scbignn_tools.module.AttentionAccumulator` of the groups.
 
-        Its groups are the distinct values of ``groups`` (sorted; missing values left out).
+        Its groups are the distinct values of ``groups`` (sorted; missing values left out). One
+        pass over the cells, or, when ``out`` holds all of a query model's own cells and their
+        attention summed per q_phi label (:meth:`own_query` with ``attention``) and every group
+        is one of ``classes``, a pass over only the cells whose group is not their q_phi label
+        (moved from one sum to the other) and the cells outside the query. That sum is used up.
         """
         group_of = pd.Categorical(groups)
         n_genes, categories = self.module.n_genes, list(group_of.categories)
-        acc = AttentionAccumulator(n_genes, self.device, categories, count_pairs=False)
         codes = group_of.codes
+        own = out.own
+        if (
+            classes is not None
+            and own is not None
+            and own.attention is not None
+            and set(categories) <= set(classes)
+            and _holds_all(out.own_rows, len(own.cells))
+        ):
+            acc, own.attention = own.attention, None
+            index = {c: i for i, c in enumerate(classes)}
+            to_class = np.array([index[c] for c in categories] + [-1])
+            target = to_class[codes]  # each cell's group as a class index (code -1: -1)
+            in_own = out.own_rows >= 0
+            q_label = np.full(len(codes), -1)
+            q_label[in_own] = own.logits_q[out.own_rows[in_own]].argmax(1)
+            rows = np.flatnonzero(~in_own | (target != q_label))
 
-        def hook(rows, genes, mask, attentions):
-            acc(rows, genes, mask, attentions, codes[rows])
+            def hook(rows, genes, mask, attentions, logits):
+                acc(rows, genes, mask, attentions, target[rows])
+                if in_own[rows].any():  # take them out of their q_phi label's sum
+                    acc(rows, genes, mask, [-a for a in attentions], q_label[rows])
 
-        q_inference(self.module, out.sets, out.x, None, batch_size, self.device, hook)
+            if len(rows):
+                q_inference(self.module, out.sets, out.x, rows, batch_size, self.device, hook)
+            acc = acc.select(to_class[:-1], categories)
+        else:
+            acc = AttentionAccumulator(n_genes, self.device, categories, count_pairs=False)
+
+            def hook(rows, genes, mask, attentions, logits):
+                acc(rows, genes, mask, attentions, codes[rows])
+
+            q_inference(self.module, out.sets, out.x, None, batch_size, self.device, hook)
         sets = out.sets
         held = sparse.csr_matrix((sets.data, sets.indices, sets.indptr), (len(sets), n_genes))
         acc.count_pairs(held, codes)
         return acc
+
+
+def _holds_all(rows: np.ndarray | None, n: int) -> bool:
+    """Whether ``rows`` (-1: none) name each of ``0 .. n - 1`` exactly once."""
+    if rows is None:
+        return False
+    rows = rows[rows >= 0]
+    return len(rows) == n and np.array_equal(np.sort(rows), np.arange(n))

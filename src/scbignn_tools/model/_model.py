@@ -301,7 +301,7 @@ class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixi
         target = self._target(adata)
         cells = self._cells(target)
         by_prediction = isinstance(groupby, str) and groupby == "prediction"
-        out = self._infer(cells, by_prediction, True, batch_size)
+        out = self._infer(cells, by_prediction, True, batch_size, attention=by_prediction)
         if groupby is None:
             groups = np.zeros(len(cells), int)
         elif by_prediction:
@@ -310,7 +310,8 @@ class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixi
             groups = np.asarray(self._setup.rna(target).obs[groupby])
         else:
             groups = np.asarray(groupby)
-        table = importance_table(self._predictor().attention(out, groups, batch_size), self.genes)
+        acc = self._predictor().attention(out, groups, batch_size, self.classes)
+        table = importance_table(acc, self.genes)
         return table.iloc[:, 0].rename("importance") if groupby is None else table
 
     def get_normalized_expression(self, *args, **kwargs):
@@ -368,8 +369,19 @@ class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixi
             self._predictor_cache = Predictor(self.module, self.reference_, self.calibration_)
         return self._predictor_cache
 
-    def _infer(self, cells: Cells, with_p: bool, remove_shift: bool, batch_size: int):
-        """:meth:`Predictor.infer`, with the shift of the model's own query cells (cached)."""
+    def _infer(
+        self,
+        cells: Cells,
+        with_p: bool,
+        remove_shift: bool,
+        batch_size: int,
+        attention: bool = False,
+    ):
+        """:meth:`Predictor.infer`, with the shift of the model's own query cells (cached).
+
+        With ``attention``, the first pass over the model's own query cells also sums their
+        attention, for :meth:`Predictor.attention`.
+        """
         self._check_if_trained(warn=False)
         own = None
         if with_p and self.reference_ is None:
@@ -382,7 +394,8 @@ class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixi
             )
         elif with_p and remove_shift and self.adata is not None:
             if self._own_query_cache is _UNSET:
-                self._own_query_cache = self._predictor().own_query(self._cells(None))
+                own_cells = self._cells(None)
+                self._own_query_cache = self._predictor().own_query(own_cells, attention)
             own = self._own_query_cache
         return self._predictor().infer(cells, with_p, remove_shift, batch_size, own)
 

@@ -49,7 +49,7 @@ class AttentionAccumulator:
         self._index: torch.Tensor | None = None
         size = (len(self.groups), (n_genes + 1) ** 2)
         self.total = torch.zeros(size, dtype=torch.float32, device=device)
-        self.pairs = torch.zeros(size, dtype=torch.float32, device=device)
+        self.pairs = torch.zeros(size, dtype=torch.float32, device=device) if count_pairs else None
 
     def __call__(
         self,
@@ -116,13 +116,27 @@ class AttentionAccumulator:
         binary.data[:] = 1.0
         codes = np.zeros(binary.shape[0], np.int64) if codes is None else np.asarray(codes)
         width, t = self.n_genes + 1, self.n_genes
+        if self.pairs is None:
+            self.pairs = torch.zeros_like(self.total)
         self.pairs.zero_()
         for g in range(len(self.groups)):
             part = binary[np.flatnonzero(codes == g)]
             counts = torch.as_tensor((part.T @ part).toarray(), device=self.pairs.device)
             self.pairs[g].view(width, width)[:t, :t] = counts
 
+    def select(self, groups: Sequence[int], names: Sequence[str]) -> AttentionAccumulator:
+        """A new accumulator of some of the groups, renamed ``names``: their sums, no counts.
+
+        Count the pairs of the new grouping with :meth:`count_pairs`.
+        """
+        out = AttentionAccumulator(self.n_genes, self.total.device, names, count_pairs=False)
+        out.total = self.total[torch.as_tensor(list(groups), dtype=torch.long)].clone()
+        out.n_layers = self.n_layers
+        return out
+
     def _mean(self, group: int | None) -> torch.Tensor:
+        if self.pairs is None:
+            raise RuntimeError("Count the gene pairs first: call count_pairs(genes, codes).")
         width, t = self.n_genes + 1, self.n_genes
         total = self.total.sum(0) if group is None else self.total[group]
         pairs = self.pairs.sum(0) if group is None else self.pairs[group]

@@ -25,7 +25,8 @@ def q_inference(
     ``x`` is the standardised expression of all cells of ``sets``, ``(N, T)``
     (:class:`~scbignn_tools.data.StandardizedExpression` or a tensor on the device).
 
-    ``attention_hook(rows, genes, mask, attentions)`` is called per batch when given.
+    ``attention_hook(rows, genes, mask, attentions, logits)`` is called per batch when given,
+    with the batch's attention of every layer and its q_phi logits.
     """
     module.eval()
     rows = np.arange(len(sets)) if rows is None else np.asarray(rows)
@@ -39,9 +40,10 @@ def q_inference(
         hb, attn = module.q.embed(
             genes, values, mask, xb, return_attention_weights=attention_hook is not None
         )
+        logits_b = module.q.classifier(hb)
         if attention_hook is not None:
-            attention_hook(rows[part], genes, mask, attn)
-        logits[part] = module.q.classifier(hb).cpu().numpy()
+            attention_hook(rows[part], genes, mask, attn, logits_b)
+        logits[part] = logits_b.cpu().numpy()
         h[part] = hb.cpu().numpy()
     return logits, h
 
