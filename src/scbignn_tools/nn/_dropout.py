@@ -16,7 +16,7 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
     On the CPU the mask is read from random 64-bit words, 16 bits an entry: torch's CPU
     ``bernoulli_`` draws one number per entry and took a quarter of q_phi's training step
     (``docs/benchmarks.md``). ``p`` is rounded to a multiple of ``2**-16``
-    (:func:`quantized_p`). Elsewhere it is ``torch.rand(shape) >= p``. Both draw from torch's
+    (:func:`~scbignn_tools.nn.quantized_p`). Elsewhere it is ``torch.rand(shape) >= p``. Both draw from torch's
     global generator, so ``torch.manual_seed`` fixes them.
     """
     device = torch.device(device)
@@ -29,12 +29,12 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
 
 
 def quantized_p(p: float, device: torch.device | str) -> float:
-    """The drop probability :func:`keep_mask` realises for ``p`` on ``device``."""
+    """The drop probability :func:`~scbignn_tools.nn.keep_mask` realises for ``p`` on ``device``."""
     return round(p * _LEVELS) / _LEVELS if torch.device(device).type == "cpu" else p
 
 
 class Dropout(nn.Dropout):
-    r""":class:`torch.nn.Dropout` with :func:`keep_mask`'s faster CPU mask.
+    r""":class:`torch.nn.Dropout` with :func:`~scbignn_tools.nn.keep_mask`'s faster CPU mask.
 
     During training each entry of the input is zeroed with probability :math:`p` and the
     others are scaled by :math:`1/(1 - p)`; in evaluation mode it is the identity. Off the
