@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from scbignn_tools.nn import keep_mask, quantized_p
+from scbignn_tools.nn import keep_scale
 
 
 class _SparseTimesDense(torch.autograd.Function):
@@ -207,9 +207,7 @@ class StandardizedExpression:
         out.__dict__.update(self.__dict__)
         self._sparse()  # the layout is shared
         out._layout, out._data = self._layout, self._data
-        p = quantized_p(p, self.device)
-        keep = keep_mask((self.values.nnz,), p, self.device)
-        out._scale = keep.to(torch.float32) / (1 - p)
+        out._scale = keep_scale((self.values.nnz,), p, self.device)
         return out
 
     def to(self, device) -> StandardizedExpression:

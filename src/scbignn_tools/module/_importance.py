@@ -19,10 +19,10 @@ class AttentionAccumulator:
 
     A batch's attention is averaged over heads and summed over layers (every layer of a cell
     holds the same gene pairs); its ``B x L x L`` values are added to float32 sums with one
-    ``index_add_`` (int32 indices in a buffer kept between batches). The pairs are counted by a second ``index_add_`` or, with
-    ``count_pairs=False``, once for all cells by :meth:`count_pairs` (a sparse product of the
-    cells' binary gene sets, ``X_g^T X_g`` per group, much cheaper). Padding goes to an extra
-    gene ``T`` that is dropped. Memory: ``2 G (T + 1)^2`` float32 for ``G`` groups.
+    ``index_add_`` (int32 indices in a buffer kept between batches). The pairs are counted by
+    a second ``index_add_`` or, with ``count_pairs=False``, once for all cells by
+    :meth:`count_pairs` (a sparse product of the cells' binary gene sets, ``X_g^T X_g`` per
+    group, much cheaper). Padding goes to an extra gene ``T`` that is dropped. Memory: ``2 G (T + 1)^2`` float32 for ``G`` groups.
 
     Parameters
     ----------
