@@ -262,3 +262,37 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tiny, tmp_path, monkeypa
     other = SCBiGNN(tiny, **SMALL)
     with pytest.raises(ValueError, match="another training run"):
         other.train(checkpoint_path=ckpt, resume=True, **{**kw, "lr_q": 1e-3})
+
+
+def test_the_reference_distances_are_measured_in_training_and_saved(
+    trained, tiny, tmp_path, monkeypatch
+):
+    # novelty's yardstick is filled by train() and travels in reference.npz, so the first
+    # annotate after training or loading does not measure it; older folders still work
+    from scbignn_tools.graph import _reference
+
+    own = trained.reference_.own_distances
+    assert own is not None and len(own) == int((trained.reference_.labels >= 0).sum())
+    trained.save(tmp_path / "m")
+    measured = []
+    original = _reference.neighbour_distances
+    monkeypatch.setattr(
+        _reference,
+        "neighbour_distances",
+        lambda h, h_new, *a, **k: measured.append(h_new is None) or original(h, h_new, *a, **k),
+    )
+    query = tiny.copy()
+    query.obs_names = [f"q{i}" for i in range(query.n_obs)]  # new cells: novelty is measured
+    loaded = SCBiGNN.load_query_data(query, tmp_path / "m")
+    np.testing.assert_array_equal(loaded.reference_.own_distances, own)
+    novelty = loaded.annotate(copy=True).obs["scbignn_novelty"].to_numpy()
+    assert measured == [False]  # only the query's distances
+    with np.load(tmp_path / "m" / "reference.npz") as arrays:  # a folder written before
+        np.savez(
+            tmp_path / "m" / "reference.npz",
+            **{k: arrays[k] for k in arrays.files if k != "own_distances"},
+        )
+    older = SCBiGNN.load_query_data(query, tmp_path / "m")
+    assert older.reference_.own_distances is None
+    np.testing.assert_array_equal(older.annotate(copy=True).obs["scbignn_novelty"], novelty)
+    assert measured == [False, True, False]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -87,6 +86,10 @@ class ReferenceGraph:
         As in :func:`~scbignn_tools.graph.nearest_cells`.
     seed
         Seed of pynndescent.
+    own_distances
+        The labelled cells' sorted neighbour distances (:func:`neighbour_distances` with
+        ``h_new=None``), what :meth:`novelty` compares with; computed on first use when not
+        given (:meth:`reference_distances`) and saved with the model.
     """
 
     x: sparse.csr_matrix
@@ -99,6 +102,7 @@ class ReferenceGraph:
     n_neighbors: int
     knn_method: KnnMethod = "auto"
     seed: int = 0
+    own_distances: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.obs_names)
@@ -154,12 +158,17 @@ class ReferenceGraph:
             seed=self.seed,
         )
 
-    @cached_property
-    def _own_distances(self) -> np.ndarray:
-        """The labelled graph cells' sorted distances to their neighbours, computed once."""
-        return neighbour_distances(
-            self.h[self.labels >= 0], None, self.n_neighbors, self.knn_method, self.seed
-        )
+    def reference_distances(self) -> np.ndarray:
+        """The labelled graph cells' sorted distances to their neighbours (``own_distances``).
+
+        Computed once, when first needed, and kept: training fills it, so that the first
+        :meth:`novelty` after training or loading does not pay for it.
+        """
+        if self.own_distances is None:
+            self.own_distances = neighbour_distances(
+                self.h[self.labels >= 0], None, self.n_neighbors, self.knn_method, self.seed
+            )
+        return self.own_distances
 
     def novelty(self, h_new: np.ndarray) -> np.ndarray:
         """Novelty of cells against the labelled graph cells (:func:`novelty`), in [0, 1]."""
@@ -169,7 +178,7 @@ class ReferenceGraph:
             self.n_neighbors,
             self.knn_method,
             self.seed,
-            own=self._own_distances,
+            own=self.reference_distances(),
         )
 
 

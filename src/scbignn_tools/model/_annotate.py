@@ -69,7 +69,8 @@ class AnnotateMixin:
         >>> result.to_adata(query)
         """
         cells = self._cells(adata)
-        out = self._infer(cells, True, remove_query_shift, batch_size, gene_importance)
+        own = cells if self._target(adata) is self.adata else None
+        out = self._infer(cells, True, remove_query_shift, batch_size, gene_importance, own)
         pred = np.asarray(self.classes)[out.probs_p.argmax(1)]
         novelty = np.full(len(cells), np.nan)
         if self.reference_ is not None:

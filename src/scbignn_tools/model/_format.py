@@ -223,6 +223,7 @@ def _isnan(v) -> bool:
 
 def _graph_arrays(g: ReferenceGraph) -> dict[str, np.ndarray]:
     out = {"h": g.h, "labels": g.labels, "obs_names": np.asarray(g.obs_names, dtype=str)}
+    out["own_distances"] = g.reference_distances()  # novelty's yardstick: not recomputed on load
     for name, m in (("x", g.x), ("adj", g.adj)):
         m = sparse.csr_matrix(m)
         out |= {f"{name}_data": m.data, f"{name}_indices": m.indices, f"{name}_indptr": m.indptr}
@@ -256,6 +257,7 @@ def _graph_from_arrays(a: dict, meta: dict) -> ReferenceGraph:
         n_neighbors=int(meta["n_neighbors"]),
         knn_method=meta["knn_method"],
         seed=int(meta["seed"]),
+        own_distances=a.get("own_distances"),  # absent in older folders: computed when needed
     )
 
 

@@ -376,11 +376,13 @@ class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixi
         remove_shift: bool,
         batch_size: int,
         attention: bool = False,
+        own_cells: Cells | None = None,
     ):
         """:meth:`Predictor.infer`, with the shift of the model's own query cells (cached).
 
         With ``attention``, the first pass over the model's own query cells also sums their
-        attention, for :meth:`Predictor.attention`.
+        attention, for :meth:`Predictor.attention`. ``own_cells``: the model's own cells when
+        the caller has just read them (not read twice).
         """
         self._check_if_trained(warn=False)
         own = None
@@ -394,7 +396,7 @@ class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixi
             )
         elif with_p and remove_shift and self.adata is not None:
             if self._own_query_cache is _UNSET:
-                own_cells = self._cells(None)
+                own_cells = self._cells(None) if own_cells is None else own_cells
                 self._own_query_cache = self._predictor().own_query(own_cells, attention)
             own = self._own_query_cache
         return self._predictor().infer(cells, with_p, remove_shift, batch_size, own)

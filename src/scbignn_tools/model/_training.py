@@ -261,6 +261,7 @@ class TrainingMixin:
         self.calibration_ = calibrate(
             logits_q[validation], logits_p[validation], labels[validation]
         )
+        self.reference_.reference_distances()  # for novelty: once here, not in the first annotate
         self._clear_caches()
         self._predictor_cache = Predictor(  # predictions of the graph cells: already computed
             self.module, self.reference_, self.calibration_, (logits_p, h_prime)

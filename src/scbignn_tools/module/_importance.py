@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -19,10 +20,11 @@ class AttentionAccumulator:
 
     A batch's attention is averaged over heads and summed over layers (every layer of a cell
     holds the same gene pairs); its ``B x L x L`` values are added to float32 sums with one
-    ``index_add_`` (int32 indices in a buffer kept between batches). The pairs are counted by
-    a second ``index_add_`` or, with ``count_pairs=False``, once for all cells by
+    ``index_add_`` (int32 indices; buffers kept between batches). The pairs are counted by a
+    second ``index_add_`` or, with ``count_pairs=False``, once for all cells by
     :meth:`count_pairs` (a sparse product of the cells' binary gene sets, ``X_g^T X_g`` per
-    group, much cheaper). Padding goes to an extra gene ``T`` that is dropped. Memory: ``2 G (T + 1)^2`` float32 for ``G`` groups.
+    group on torch's threads, much cheaper). Padding goes to an extra gene ``T`` that is
+    dropped. Memory: ``2 G (T + 1)^2`` float32 for ``G`` groups.
 
     Parameters
     ----------
@@ -46,7 +48,7 @@ class AttentionAccumulator:
         self.n_genes, self.groups = n_genes, list(groups)
         self._count_batches = count_pairs
         self.n_layers = 0
-        self._index: torch.Tensor | None = None
+        self._buffers: dict[str, torch.Tensor] = {}  # reused between batches (_reused)
         size = (len(self.groups), (n_genes + 1) ** 2)
         self.total = torch.zeros(size, dtype=torch.float32, device=device)
         self.pairs = torch.zeros(size, dtype=torch.float32, device=device) if count_pairs else None
@@ -80,29 +82,28 @@ class AttentionAccumulator:
         # one index per value, int32 while the sums allow: (group * width + i) * width + j
         dtype = torch.int32 if self.total.numel() < 2**31 else torch.int64
         b, n = padded.shape
-        flat = self._buffer(b * n * n, dtype).view(b, n, n)
+        flat = self._reused("index", b * n * n, dtype).view(b, n, n)
         torch.add((base * width).to(dtype)[:, :, None], padded.to(dtype)[:, None, :], out=flat)
         self.total.view(-1).index_add_(0, flat.view(-1), summed.view(-1))
         if self._count_batches:
             self.pairs.view(-1).index_add_(0, flat.view(-1), torch.ones_like(summed.view(-1)))
         self.n_layers = len(attentions)
 
-    @staticmethod
-    def _layer_sum(attentions: list[torch.Tensor]) -> torch.Tensor:
+    def _layer_sum(self, attentions: list[torch.Tensor]) -> torch.Tensor:
         """Attention averaged over heads and summed over layers, ``(B, L, L)``, in one buffer."""
-        heads = attentions[0].shape[1]
-        summed = attentions[0][:, 0].clone()
+        first, heads = attentions[0][:, 0], attentions[0].shape[1]
+        summed = self._reused("sum", first.numel(), first.dtype).view(first.shape).copy_(first)
         for k, layer in enumerate(attentions):
             for head in range(heads):
                 if k or head:
                     summed.add_(layer[:, head])
         return summed.div_(heads) if heads > 1 else summed
 
-    def _buffer(self, size: int, dtype: torch.dtype) -> torch.Tensor:
-        """A reused index buffer of at least ``size`` entries (no fresh pages per batch)."""
-        buf = self._index
+    def _reused(self, name: str, size: int, dtype: torch.dtype) -> torch.Tensor:
+        """A buffer of at least ``size`` entries kept between batches (fresh pages cost more)."""
+        buf = self._buffers.get(name)
         if buf is None or buf.numel() < size or buf.dtype != dtype:
-            buf = self._index = torch.empty(size, dtype=dtype, device=self.total.device)
+            buf = self._buffers[name] = torch.empty(size, dtype=dtype, device=self.total.device)
         return buf[:size]
 
     def count_pairs(self, genes: sparse.spmatrix, codes: np.ndarray | None = None) -> None:
@@ -119,10 +120,19 @@ class AttentionAccumulator:
         if self.pairs is None:
             self.pairs = torch.zeros_like(self.total)
         self.pairs.zero_()
-        for g in range(len(self.groups)):
+
+        def product(g: int) -> np.ndarray:
             part = binary[np.flatnonzero(codes == g)]
-            counts = torch.as_tensor((part.T @ part).toarray(), device=self.pairs.device)
-            self.pairs[g].view(width, width)[:t, :t] = counts
+            return (part.T @ part).toarray()
+
+        # scipy's sparse product releases the GIL: the groups run on torch's threads
+        workers = max(1, min(torch.get_num_threads(), len(self.groups)))
+        with ThreadPoolExecutor(workers) as pool:
+            for start in range(0, len(self.groups), workers):  # a few dense T x T at a time
+                chunk = range(start, min(start + workers, len(self.groups)))
+                for g, counts in zip(chunk, pool.map(product, chunk), strict=True):
+                    counts = torch.as_tensor(counts, device=self.pairs.device)
+                    self.pairs[g].view(width, width)[:t, :t] = counts
 
     def select(self, groups: Sequence[int], names: Sequence[str]) -> AttentionAccumulator:
         """A new accumulator of some of the groups, renamed ``names``: their sums, no counts.
@@ -130,7 +140,7 @@ class AttentionAccumulator:
         Count the pairs of the new grouping with :meth:`count_pairs`.
         """
         out = AttentionAccumulator(self.n_genes, self.total.device, names, count_pairs=False)
-        out.total = self.total[torch.as_tensor(list(groups), dtype=torch.long)].clone()
+        out.total = self.total[torch.as_tensor(list(groups), dtype=torch.long)]  # a copy
         out.n_layers = self.n_layers
         return out
 
