@@ -196,6 +196,17 @@ def _cell(value) -> str:
     return f"{value:g}" if isinstance(value, int | float | np.number) else str(value)
 
 
+def cpu_model() -> str:
+    """The processor's name (``/proc/cpuinfo``; machines of one kind differ in speed)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown processor"
+
+
 def markdown(rows: pd.DataFrame, header: str) -> str:
     lines = [header, ""]
     for method, part in rows.groupby("method", sort=False):
@@ -248,7 +259,8 @@ def main() -> None:
     rows = pd.read_json(args.out / "scale.jsonl", lines=True)
     header = (
         f"Command: `python {shlex.join(sys.argv)}`. {datetime.date.today()}, "
-        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} with "
+        f"{platform.machine()} ({cpu_model()}), {os.cpu_count()} cores, torch "
+        f"{torch.__version__} with "
         f"{args.threads} threads. Sets above 13,576 cells are synthetic (Kang cells resampled "
         "with binomial thinning); time and memory only."
     )

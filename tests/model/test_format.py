@@ -212,6 +212,7 @@ def test_what_a_shared_model_reveals(trained, tiny, tmp_path):
     assert not (tmp_path / "none" / "reference.npz").exists()
     sub = SCBiGNN.load(tmp_path / "sub").reference_
     assert (np.bincount(sub.labels) <= 10).all() and set(sub.labels) == set(range(4))
+    assert sub.own_distances.shape == (len(sub),)  # measured on the cells kept
     query = tiny.copy()
     del query.obs["labels"]
     none = SCBiGNN.load_query_data(query, tmp_path / "none")
@@ -288,11 +289,12 @@ def test_the_reference_distances_are_measured_in_training_and_saved(
     novelty = loaded.annotate(copy=True).obs["scbignn_novelty"].to_numpy()
     assert measured == [False]  # only the query's distances
     with np.load(tmp_path / "m" / "reference.npz") as arrays:  # a folder written before
-        np.savez(
-            tmp_path / "m" / "reference.npz",
-            **{k: arrays[k] for k in arrays.files if k != "own_distances"},
-        )
+        kept = {k: arrays[k] for k in arrays.files if k != "own_distances"}
+    np.savez(tmp_path / "m" / "reference.npz", **kept)
     older = SCBiGNN.load_query_data(query, tmp_path / "m")
     assert older.reference_.own_distances is None
     np.testing.assert_array_equal(older.annotate(copy=True).obs["scbignn_novelty"], novelty)
     assert measured == [False, True, False]
+    np.savez(tmp_path / "m" / "reference.npz", **kept, own_distances=own[::-1])  # damaged
+    with pytest.raises(ValueError, match="cannot be read: own_distances should be the .* sorted"):
+        SCBiGNN.load_query_data(query, tmp_path / "m")

@@ -246,6 +246,15 @@ def _graph_from_arrays(a: dict, meta: dict) -> ReferenceGraph:
         )
 
     basis = (a["basis_mean"], a["basis_components"]) if "basis_mean" in a else None
+    own = a.get("own_distances")  # absent in older folders: measured when needed
+    n_labelled = int((a["labels"] >= 0).sum())
+    if own is not None and (
+        own.shape != (n_labelled,) or not np.isfinite(own).all() or (np.diff(own) < 0).any()
+    ):
+        raise ValueError(
+            f"own_distances should be the {n_labelled} labelled cells' sorted, finite "
+            f"neighbour distances, not an array of shape {own.shape}; the file is damaged"
+        )
     return ReferenceGraph(
         x=csr("x"),
         h=a["h"],
@@ -257,7 +266,7 @@ def _graph_from_arrays(a: dict, meta: dict) -> ReferenceGraph:
         n_neighbors=int(meta["n_neighbors"]),
         knn_method=meta["knn_method"],
         seed=int(meta["seed"]),
-        own_distances=a.get("own_distances"),  # absent in older folders: computed when needed
+        own_distances=own,
     )
 
 

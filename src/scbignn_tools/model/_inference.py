@@ -227,6 +227,8 @@ class Predictor:
         logits_q, h = q_inference(
             self.module, GeneSets(cells.x), x, device=self.device, attention_hook=hook
         )
+        if acc is not None:
+            acc.release()  # kept with the query model: without its batch buffers
         return OwnQuery(cells, self.shift(x, h), logits_q, h, acc)
 
     def attention(

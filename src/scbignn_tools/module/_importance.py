@@ -23,8 +23,9 @@ class AttentionAccumulator:
     ``index_add_`` (int32 indices; buffers kept between batches). The pairs are counted by a
     second ``index_add_`` or, with ``count_pairs=False``, once for all cells by
     :meth:`count_pairs` (a sparse product of the cells' binary gene sets, ``X_g^T X_g`` per
-    group on torch's threads, much cheaper). Padding goes to an extra gene ``T`` that is
-    dropped. Memory: ``2 G (T + 1)^2`` float32 for ``G`` groups.
+    group, in a thread pool as wide as torch's thread count; much cheaper). Padding goes to an
+    extra gene ``T`` that is dropped. Memory: ``2 G (T + 1)^2`` float32 for ``G`` groups, plus
+    a batch's ``B x L x L`` values and int32 indices until :meth:`release`.
 
     Parameters
     ----------
@@ -92,19 +93,32 @@ class AttentionAccumulator:
     def _layer_sum(self, attentions: list[torch.Tensor]) -> torch.Tensor:
         """Attention averaged over heads and summed over layers, ``(B, L, L)``, in one buffer."""
         first, heads = attentions[0][:, 0], attentions[0].shape[1]
-        summed = self._reused("sum", first.numel(), first.dtype).view(first.shape).copy_(first)
+        summed = self._reused("sum", first.numel(), first.dtype, first.device)
+        summed = summed.view(first.shape).copy_(first)
         for k, layer in enumerate(attentions):
             for head in range(heads):
                 if k or head:
                     summed.add_(layer[:, head])
         return summed.div_(heads) if heads > 1 else summed
 
-    def _reused(self, name: str, size: int, dtype: torch.dtype) -> torch.Tensor:
-        """A buffer of at least ``size`` entries kept between batches (fresh pages cost more)."""
+    def _reused(self, name: str, size: int, dtype: torch.dtype, device=None) -> torch.Tensor:
+        """A buffer of at least ``size`` entries kept between batches (fresh pages cost more).
+
+        On ``device`` (default: the sums'); :meth:`release` drops the buffers.
+        """
+        device = self.total.device if device is None else torch.device(device)
         buf = self._buffers.get(name)
-        if buf is None or buf.numel() < size or buf.dtype != dtype:
-            buf = self._buffers[name] = torch.empty(size, dtype=dtype, device=self.total.device)
+        if buf is None or buf.numel() < size or buf.dtype != dtype or buf.device != device:
+            buf = self._buffers[name] = torch.empty(size, dtype=dtype, device=device)
         return buf[:size]
+
+    def release(self) -> None:
+        """Drop the buffers kept between batches (``B x L x L`` values and indices).
+
+        Call it after the last batch when the accumulator is kept; :meth:`count_pairs` and
+        :meth:`select` call it.
+        """
+        self._buffers.clear()
 
     def count_pairs(self, genes: sparse.spmatrix, codes: np.ndarray | None = None) -> None:
         """Count, per group, the cells holding each gene pair, from their gene sets.
@@ -113,6 +127,7 @@ class AttentionAccumulator:
         the model genes, in the order the batches were given by their ``rows``); ``codes``
         assigns them to the groups as when the batches were added. Replaces any counts so far.
         """
+        self.release()
         binary = sparse.csr_matrix(genes, dtype=np.float32, copy=True)
         binary.data[:] = 1.0
         codes = np.zeros(binary.shape[0], np.int64) if codes is None else np.asarray(codes)
@@ -125,7 +140,7 @@ class AttentionAccumulator:
             part = binary[np.flatnonzero(codes == g)]
             return (part.T @ part).toarray()
 
-        # scipy's sparse product releases the GIL: the groups run on torch's threads
+        # scipy's sparse product releases the GIL: a Python thread pool as wide as torch's
         workers = max(1, min(torch.get_num_threads(), len(self.groups)))
         with ThreadPoolExecutor(workers) as pool:
             for start in range(0, len(self.groups), workers):  # a few dense T x T at a time
@@ -139,6 +154,7 @@ class AttentionAccumulator:
 
         Count the pairs of the new grouping with :meth:`count_pairs`.
         """
+        self.release()
         out = AttentionAccumulator(self.n_genes, self.total.device, names, count_pairs=False)
         out.total = self.total[torch.as_tensor(list(groups), dtype=torch.long)]  # a copy
         out.n_layers = self.n_layers
