@@ -198,6 +198,13 @@ def test_query_importance_reuses_the_pass_that_measured_the_shift(reference_and_
     full, full_names, _ = importance(False, groups)
     assert passes == [len(cells)] and names == full_names
     np.testing.assert_allclose(reused, full, rtol=1e-4, atol=1e-6)
+    assert names == classes  # every class, in the model's order: the sums as they are
+    # a class no cell is given: the sums of the others are selected
+    fewer = np.where(groups == classes[-1], classes[0], groups)
+    reused, names, _ = importance(True, fewer)
+    full, full_names, _ = importance(False, fewer)
+    assert names == full_names == classes[:-1]
+    np.testing.assert_allclose(reused, full, rtol=1e-4, atol=1e-6)
     # a group that is not a class: the full pass, and the sums stay for a later call
     other = groups.astype(object)
     other[:3] = "not a class"

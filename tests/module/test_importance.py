@@ -36,7 +36,7 @@ def test_accumulator_equals_the_average_over_cells_holding_both_genes():
     rng = np.random.default_rng(0)
     acc = AttentionAccumulator(12)
     expected_total = []
-    for _ in range(3):  # several batches, padded to different widths
+    for _ in range(5):  # several batches, padded to different widths, added in a thread
         genes, mask, lengths, attentions = batch(rng, 5, 12, int(rng.integers(3, 8)))
         acc(None, genes, mask, attentions)
         expected_total.append((genes, lengths, attentions))

@@ -240,21 +240,26 @@ class Predictor:
     ) -> AttentionAccumulator:
         """An :class:`~scbignn_tools.module.AttentionAccumulator` of the groups.
 
-        Its groups are the distinct values of ``groups`` (sorted; missing values left out). One
-        pass over the cells, or, when ``out`` holds all of a query model's own cells and their
-        attention summed per q_phi label (:meth:`own_query` with ``attention``) and every group
-        is one of ``classes``, a pass over only the cells whose group is not their q_phi label
-        (moved from one sum to the other) and the cells outside the query. That sum is used up.
+        Its groups are the distinct values of ``groups`` (missing values left out), in the
+        order of ``classes`` when they all are classes, else sorted. One pass over the cells,
+        or, when ``out`` holds all of a query model's own cells and their attention summed per
+        q_phi label (:meth:`own_query` with ``attention``) and every group is one of
+        ``classes``, a pass over only the cells whose group is not their q_phi label (moved
+        from one sum to the other) and the cells outside the query. That sum is used up (and
+        taken as it is when every class is a group).
         """
         group_of = pd.Categorical(groups)
         n_genes, categories = self.module.n_genes, list(group_of.categories)
+        of_classes = classes is not None and set(categories) <= set(classes)
+        if of_classes:  # in the model's order
+            categories = [c for c in classes if c in set(categories)]
+            group_of = pd.Categorical(groups, categories=categories)
         codes = group_of.codes
         own = out.own
         if (
-            classes is not None
+            of_classes
             and own is not None
             and own.attention is not None
-            and set(categories) <= set(classes)
             and _holds_all(out.own_rows, len(own.cells))
         ):
             acc, own.attention = own.attention, None
@@ -273,7 +278,10 @@ class Predictor:
 
             if len(rows):
                 q_inference(self.module, out.sets, out.x, rows, batch_size, self.device, hook)
-            acc = acc.select(to_class[:-1], categories)
+            if len(categories) == len(classes):
+                acc.groups = categories  # every class, in its order: the sums as they are
+            else:
+                acc = acc.select(to_class[:-1], categories)
         else:
             acc = AttentionAccumulator(n_genes, self.device, categories, count_pairs=False)
 

@@ -291,7 +291,8 @@ class SCBiGNN(SetupMixin, TrainingMixin, AnnotateMixin, QueryMixin, SaveLoadMixi
         Returns
         -------
         pandas.Series or pandas.DataFrame
-            A Series over the model's genes, or a genes x groups DataFrame.
+            A Series over the model's genes, or a genes x groups DataFrame (groups in the
+            model's order of :attr:`classes` when they are cell types of the model, else sorted).
 
         Examples
         --------

@@ -20,7 +20,9 @@ class AttentionAccumulator:
 
     A batch's attention is averaged over heads and summed over layers (every layer of a cell
     holds the same gene pairs); its ``B x L x L`` values are added to float32 sums with one
-    ``index_add_`` (int32 indices; buffers kept between batches). The pairs are counted by a
+    ``index_add_`` (int32 indices; buffers kept between batches). On the CPU that add, which
+    runs on one core, happens in a thread while the caller computes the next batch (batches are
+    added in order, so the sums are those of a serial pass). The pairs are counted by a
     second ``index_add_`` or, with ``count_pairs=False``, once for all cells by
     :meth:`count_pairs` (a sparse product of the cells' binary gene sets, ``X_g^T X_g`` per
     group, in a thread pool as wide as torch's thread count; much cheaper). Padding goes to an
@@ -50,6 +52,9 @@ class AttentionAccumulator:
         self._count_batches = count_pairs
         self.n_layers = 0
         self._buffers: dict[str, torch.Tensor] = {}  # reused between batches (_reused)
+        self._slot = 0  # which of two sets of buffers the next batch takes
+        self._pool: ThreadPoolExecutor | None = None  # adds batches to the sums on the CPU
+        self._pending = None  # the batch being added
         size = (len(self.groups), (n_genes + 1) ** 2)
         self.total = torch.zeros(size, dtype=torch.float32, device=device)
         self.pairs = torch.zeros(size, dtype=torch.float32, device=device) if count_pairs else None
@@ -71,7 +76,8 @@ class AttentionAccumulator:
             return
         device = self.total.device
         width = self.n_genes + 1
-        summed = self._layer_sum(attentions).to(device, torch.float32)
+        slot = self._slot = 1 - self._slot  # buffers of the batch before may still be added
+        summed = self._layer_sum(attentions, slot).to(device, torch.float32)
         padded = genes.masked_fill(~mask, self.n_genes).to(device)
         base = padded
         if codes is not None:
@@ -83,17 +89,36 @@ class AttentionAccumulator:
         # one index per value, int32 while the sums allow: (group * width + i) * width + j
         dtype = torch.int32 if self.total.numel() < 2**31 else torch.int64
         b, n = padded.shape
-        flat = self._reused("index", b * n * n, dtype).view(b, n, n)
-        torch.add((base * width).to(dtype)[:, :, None], padded.to(dtype)[:, None, :], out=flat)
-        self.total.view(-1).index_add_(0, flat.view(-1), summed.view(-1))
-        if self._count_batches:
-            self.pairs.view(-1).index_add_(0, flat.view(-1), torch.ones_like(summed.view(-1)))
+        flat = self._reused(f"index{slot}", b * n * n, dtype).view(-1)
+        torch.add(
+            (base * width).to(dtype)[:, :, None],
+            padded.to(dtype)[:, None, :],
+            out=flat.view(b, n, n),
+        )
+        self.wait()
+        if device.type == "cpu":  # one thread adds while the caller computes the next batch
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="attention-sums")
+            self._pending = self._pool.submit(self._add, flat, summed.view(-1))
+        else:
+            self._add(flat, summed.view(-1))
         self.n_layers = len(attentions)
 
-    def _layer_sum(self, attentions: list[torch.Tensor]) -> torch.Tensor:
+    def _add(self, index: torch.Tensor, values: torch.Tensor) -> None:
+        self.total.view(-1).index_add_(0, index, values)
+        if self._count_batches:
+            self.pairs.view(-1).index_add_(0, index, torch.ones_like(values))
+
+    def wait(self) -> None:
+        """Wait until every batch given so far is in the sums (they are added in a thread)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def _layer_sum(self, attentions: list[torch.Tensor], slot: int) -> torch.Tensor:
         """Attention averaged over heads and summed over layers, ``(B, L, L)``, in one buffer."""
         first, heads = attentions[0][:, 0], attentions[0].shape[1]
-        summed = self._reused("sum", first.numel(), first.dtype, first.device)
+        summed = self._reused(f"sum{slot}", first.numel(), first.dtype, first.device)
         summed = summed.view(first.shape).copy_(first)
         for k, layer in enumerate(attentions):
             for head in range(heads):
@@ -116,8 +141,12 @@ class AttentionAccumulator:
         """Drop the buffers kept between batches (``B x L x L`` values and indices).
 
         Call it after the last batch when the accumulator is kept; :meth:`count_pairs` and
-        :meth:`select` call it.
+        :meth:`select` call it. Waits for the batches still being added, and ends their thread.
         """
+        self.wait()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         self._buffers.clear()
 
     def count_pairs(self, genes: sparse.spmatrix, codes: np.ndarray | None = None) -> None:
@@ -161,6 +190,7 @@ class AttentionAccumulator:
         return out
 
     def _mean(self, group: int | None) -> torch.Tensor:
+        self.wait()
         if self.pairs is None:
             raise RuntimeError("Count the gene pairs first: call count_pairs(genes, codes).")
         width, t = self.n_genes + 1, self.n_genes

@@ -9,6 +9,11 @@ from scbignn_tools.data import GeneSets, StandardizedExpression
 
 from ._module import SCBiGNNModule
 
+# With attention returned, a batch holds at most this many attention values per layer (B x L x L
+# float32, 8 MB): cache-sized, 1.5 to 2 times faster than 256 cells of any length at Kang's
+# 2,000 genes (docs/benchmarks.md, "Where the time went").
+ATTENTION_BATCH_VALUES = 2**21
+
 
 @torch.no_grad()
 def q_inference(
@@ -26,15 +31,16 @@ def q_inference(
     (:class:`~scbignn_tools.data.StandardizedExpression` or a tensor on the device).
 
     ``attention_hook(rows, genes, mask, attentions, logits)`` is called per batch when given,
-    with the batch's attention of every layer and its q_phi logits.
+    with the batch's attention of every layer and its q_phi logits; batches then also hold at
+    most :data:`ATTENTION_BATCH_VALUES` attention values (``B x L x L``).
     """
     module.eval()
     rows = np.arange(len(sets)) if rows is None else np.asarray(rows)
     logits = np.zeros((len(rows), module.n_labels), np.float32)
     h = np.zeros((len(rows), module.n_h), np.float32)
     order = np.argsort(sets.lengths[rows], kind="stable")  # similar lengths, little padding
-    for start in range(0, len(rows), batch_size):
-        part = order[start : start + batch_size]
+    budget = ATTENTION_BATCH_VALUES if attention_hook is not None else None
+    for part in _batches(order, sets.lengths[rows[order]], batch_size, budget):
         genes, values, mask = sets.batch(rows[part], device)
         xb = expression_rows(x, rows[part])
         hb, attn = module.q.embed(
@@ -46,6 +52,23 @@ def q_inference(
         logits[part] = logits_b.cpu().numpy()
         h[part] = hb.cpu().numpy()
     return logits, h
+
+
+def _batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, budget: int | None):
+    """Consecutive slices of ``order`` (cells sorted by their ``lengths``) as batches.
+
+    At most ``batch_size`` cells each and, with ``budget``, at most ``budget`` values
+    ``B x L_max^2`` (at least one cell).
+    """
+    start = 0
+    while start < len(order):
+        end = min(start + batch_size, len(order))
+        if budget is not None:
+            longest = np.maximum(lengths[start:end], 1).astype(np.int64)  # sorted: the last
+            fits = np.arange(1, end - start + 1) * longest**2 <= budget
+            end = start + max(1, int(fits.sum()))  # fits is True then False
+        yield order[start:end]
+        start = end
 
 
 @torch.no_grad()
