@@ -27,7 +27,7 @@ class AttentionAccumulator:
     :meth:`count_pairs` (a sparse product of the cells' binary gene sets, ``X_g^T X_g`` per
     group, in a thread pool as wide as torch's thread count; much cheaper). Padding goes to an
     extra gene ``T`` that is dropped. Memory: ``2 G (T + 1)^2`` float32 for ``G`` groups, plus
-    a batch's ``B x L x L`` values and int32 indices until :meth:`release`.
+    two batches' ``B x L x L`` values and int32 indices until :meth:`release`.
 
     Parameters
     ----------
