@@ -32,7 +32,7 @@ def q_inference(
 
     ``attention_hook(rows, genes, mask, attentions, logits)`` is called per batch when given,
     with the batch's attention of every layer and its q_phi logits; batches then also hold at
-    most :data:`ATTENTION_BATCH_VALUES` attention values (``B x L x L``).
+    most ``ATTENTION_BATCH_VALUES`` (2^21) attention values (``B x L x L``).
     """
     module.eval()
     rows = np.arange(len(sets)) if rows is None else np.asarray(rows)
