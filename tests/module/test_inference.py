@@ -6,20 +6,6 @@ from scipy import sparse
 
 from scbignn_tools.data import GeneSets
 from scbignn_tools.module import SCBiGNNModule, _inference, q_inference
-from scbignn_tools.module._inference import _batches
-
-
-def test_batches_keep_cell_and_attention_limits_and_cover_every_cell_once():
-    rng = np.random.default_rng(0)
-    lengths = np.sort(rng.integers(0, 60, 500))
-    order = np.arange(500)
-    parts = list(_batches(order, lengths, 64, 4_000))
-    assert np.array_equal(np.concatenate(parts), order)
-    for part in parts:
-        longest = max(int(lengths[part].max()), 1)
-        assert len(part) <= 64
-        assert len(part) == 1 or len(part) * longest**2 <= 4_000
-    assert len(parts) > len(list(_batches(order, lengths, 64, None))) == 8
 
 
 def test_attention_pass_gives_the_outputs_of_the_plain_pass(monkeypatch):

@@ -66,6 +66,27 @@ class GeneSets:
         mask[row_of, pos] = True
         return tuple(torch.from_numpy(a).to(device) for a in (genes, values, mask))
 
+    def sorted_batches(
+        self, rows: np.ndarray, batch_size: int, max_values: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """Positions into ``rows`` in batches of cells of similar length, for inference.
+
+        The cells are sorted by length (stable) and cut into consecutive batches of at most
+        ``batch_size`` cells and, with ``max_values``, at most ``max_values`` values
+        ``B x L_max^2`` (the size of a batch's attention; at least one cell a batch).
+        """
+        order = np.argsort(self.lengths[rows], kind="stable")
+        lengths = self.lengths[rows[order]]
+        start = 0
+        while start < len(order):
+            end = min(start + batch_size, len(order))
+            if max_values is not None:
+                longest = np.maximum(lengths[start:end], 1).astype(np.int64)  # sorted: the last
+                fits = np.arange(1, end - start + 1) * longest**2 <= max_values  # True, then False
+                end = start + max(1, int(fits.sum()))
+            yield order[start:end]
+            start = end
+
     @staticmethod
     def n_batches(n_rows: int, batch_size: int, bucket: int = 32) -> int:
         """How many batches :meth:`batches` makes of ``n_rows`` cells, shuffled or not."""

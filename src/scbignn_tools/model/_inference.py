@@ -250,9 +250,10 @@ class Predictor:
         """
         group_of = pd.Categorical(groups)
         n_genes, categories = self.module.n_genes, list(group_of.categories)
-        of_classes = classes is not None and set(categories) <= set(classes)
+        present = set(categories)
+        of_classes = classes is not None and present <= set(classes)
         if of_classes:  # in the model's order
-            categories = [c for c in classes if c in set(categories)]
+            categories = [c for c in classes if c in present]
             group_of = pd.Categorical(groups, categories=categories)
         codes = group_of.codes
         own = out.own

@@ -38,9 +38,8 @@ def q_inference(
     rows = np.arange(len(sets)) if rows is None else np.asarray(rows)
     logits = np.zeros((len(rows), module.n_labels), np.float32)
     h = np.zeros((len(rows), module.n_h), np.float32)
-    order = np.argsort(sets.lengths[rows], kind="stable")  # similar lengths, little padding
     budget = ATTENTION_BATCH_VALUES if attention_hook is not None else None
-    for part in _batches(order, sets.lengths[rows[order]], batch_size, budget):
+    for part in sets.sorted_batches(rows, batch_size, budget):  # similar lengths, little padding
         genes, values, mask = sets.batch(rows[part], device)
         xb = expression_rows(x, rows[part])
         hb, attn = module.q.embed(
@@ -52,23 +51,6 @@ def q_inference(
         logits[part] = logits_b.cpu().numpy()
         h[part] = hb.cpu().numpy()
     return logits, h
-
-
-def _batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, budget: int | None):
-    """Consecutive slices of ``order`` (cells sorted by their ``lengths``) as batches.
-
-    At most ``batch_size`` cells each and, with ``budget``, at most ``budget`` values
-    ``B x L_max^2`` (at least one cell).
-    """
-    start = 0
-    while start < len(order):
-        end = min(start + batch_size, len(order))
-        if budget is not None:
-            longest = np.maximum(lengths[start:end], 1).astype(np.int64)  # sorted: the last
-            fits = np.arange(1, end - start + 1) * longest**2 <= budget
-            end = start + max(1, int(fits.sum()))  # fits is True then False
-        yield order[start:end]
-        start = end
 
 
 @torch.no_grad()
